@@ -1,0 +1,31 @@
+//! The smallest stock `wasi:http` proxy: answers every request with a
+//! greeting naming the method and path.
+
+use std::io::Write as _;
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+wasi::http::proxy::export!(Hello);
+
+struct Hello;
+
+impl wasi::exports::http::incoming_handler::Guest for Hello {
+    fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let text = format!(
+            "hello from a stock component: {:?} {}\n",
+            request.method(),
+            request.path_with_query().unwrap_or_default()
+        );
+        let headers = Fields::new();
+        let _ = headers.append("content-type", b"text/plain; charset=utf-8");
+        let response = OutgoingResponse::new(headers);
+        let Ok(body) = response.body() else { return };
+        ResponseOutparam::set(response_out, Ok(response));
+        if let Ok(mut out) = body.write() {
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        let _ = OutgoingBody::finish(body, None);
+    }
+}

@@ -1,0 +1,19 @@
+//! Randomness and time from WASI.
+
+use crate::bindings::wasi::clocks::wall_clock;
+use crate::bindings::wasi::random::random;
+
+/// `len` cryptographically secure random bytes.
+pub fn random_bytes(len: u64) -> Vec<u8> {
+    random::get_random_bytes(len)
+}
+
+/// A random identifier: 16 lowercase hex digits.
+pub fn random_id() -> String {
+    random_bytes(8).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_time() -> u64 {
+    wall_clock::now().seconds
+}

@@ -1,0 +1,244 @@
+//! The `users` service: registration, login and profiles.
+//!
+//! Passwords are stored only as salted Argon2id hashes and never leave the
+//! service. Keys in bucket `users`: `user:{id}` → the user record,
+//! `email:{email}` → id (the uniqueness index).
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use bazaar_sdk::{Error, Request, Response, Result, Router, config, kv, log, platform};
+use serde::{Deserialize, Serialize};
+
+fn routes() -> Router {
+    Router::new()
+        .post("/api/users", register)
+        .post("/api/users/login", login)
+        .get("/api/users/{id}", get_user)
+        .put("/api/users/{id}", update_user)
+        .delete("/api/users/{id}", delete_user)
+}
+
+bazaar_sdk::service!(routes);
+
+/// What is stored; only [`PublicUser`] is ever sent.
+#[derive(Serialize, Deserialize)]
+struct StoredUser {
+    id: String,
+    username: String,
+    email: String,
+    password_hash: String,
+    created_at: u64,
+}
+
+#[derive(Serialize)]
+struct PublicUser<'a> {
+    id: &'a str,
+    username: &'a str,
+    email: &'a str,
+    created_at: u64,
+}
+
+impl StoredUser {
+    fn public(&self) -> PublicUser<'_> {
+        PublicUser {
+            id: &self.id,
+            username: &self.username,
+            email: &self.email,
+            created_at: self.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    username: String,
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Update {
+    username: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+}
+
+fn bucket() -> Result<kv::Bucket> {
+    Ok(kv::open("users")?)
+}
+
+fn user_key(id: &str) -> String {
+    format!("user:{id}")
+}
+
+fn email_key(email: &str) -> String {
+    format!("email:{email}")
+}
+
+fn register(req: Request) -> Result<Response> {
+    let input: Registration = req.json()?;
+    let username = valid_username(&input.username)?;
+    let email = valid_email(&input.email)?;
+    valid_password(&input.password)?;
+    let users = bucket()?;
+    if users.exists(&email_key(&email))? {
+        return Err(Error::conflict(format!(
+            "a user with email {email} already exists"
+        )));
+    }
+    let user = StoredUser {
+        id: platform::random_id(),
+        username,
+        email,
+        password_hash: hash_password(&input.password)?,
+        created_at: platform::unix_time(),
+    };
+    save(&users, &user)?;
+    log::info(&format!("registered user {}", user.id));
+    Response::json(201, &user.public())
+}
+
+fn login(req: Request) -> Result<Response> {
+    let input: Login = req.json()?;
+    let users = bucket()?;
+    let denied = || Error::unauthorized("invalid email or password");
+    let email = input.email.trim().to_ascii_lowercase();
+    let id: String = users.get_json(&email_key(&email))?.ok_or_else(denied)?;
+    let user: StoredUser = users.get_json(&user_key(&id))?.ok_or_else(denied)?;
+    if !verify_password(&input.password, &user.password_hash)? {
+        return Err(denied());
+    }
+    Response::json(200, &user.public())
+}
+
+fn get_user(req: Request) -> Result<Response> {
+    let user = load(&bucket()?, req.param("id")?)?;
+    Response::json(200, &user.public())
+}
+
+fn update_user(req: Request) -> Result<Response> {
+    let input: Update = req.json()?;
+    let users = bucket()?;
+    let mut user = load(&users, req.param("id")?)?;
+    if let Some(username) = &input.username {
+        user.username = valid_username(username)?;
+    }
+    let mut old_email = None;
+    if let Some(email) = &input.email {
+        let email = valid_email(email)?;
+        if email != user.email {
+            if users.exists(&email_key(&email))? {
+                return Err(Error::conflict(format!(
+                    "a user with email {email} already exists"
+                )));
+            }
+            old_email = Some(std::mem::replace(&mut user.email, email));
+        }
+    }
+    if let Some(password) = &input.password {
+        valid_password(password)?;
+        user.password_hash = hash_password(password)?;
+    }
+    save(&users, &user)?;
+    if let Some(old) = old_email {
+        users.delete(&email_key(&old))?;
+    }
+    Response::json(200, &user.public())
+}
+
+fn delete_user(req: Request) -> Result<Response> {
+    let users = bucket()?;
+    let user = load(&users, req.param("id")?)?;
+    users.delete_many(&[user_key(&user.id), email_key(&user.email)])?;
+    Ok(Response::new(204))
+}
+
+fn load(users: &kv::Bucket, id: &str) -> Result<StoredUser> {
+    users
+        .get_json(&user_key(id))?
+        .ok_or_else(|| Error::not_found(format!("no user with id {id}")))
+}
+
+/// Writes the record and its email index together.
+fn save(users: &kv::Bucket, user: &StoredUser) -> Result<()> {
+    let record = serde_json::to_vec(user).map_err(Error::internal)?;
+    let id = serde_json::to_vec(&user.id).map_err(Error::internal)?;
+    users.set_many(&[(user_key(&user.id), record), (email_key(&user.email), id)])?;
+    Ok(())
+}
+
+fn valid_username(username: &str) -> Result<String> {
+    let username = username.trim();
+    let ok = (3..=32).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !ok {
+        return Err(Error::bad_request(
+            "username must be 3-32 characters of letters, digits, `_`, `-` or `.`",
+        ));
+    }
+    Ok(username.to_owned())
+}
+
+fn valid_email(email: &str) -> Result<String> {
+    let email = email.trim().to_ascii_lowercase();
+    let ok = email.len() <= 254
+        && !email.contains(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if !ok {
+        return Err(Error::bad_request("email must look like name@example.com"));
+    }
+    Ok(email)
+}
+
+fn valid_password(password: &str) -> Result<()> {
+    if password.chars().count() < 8 || password.len() > 1024 {
+        return Err(Error::bad_request("password must be 8-1024 characters"));
+    }
+    Ok(())
+}
+
+/// Argon2id; memory and passes come from config so tests can make it cheap.
+fn hasher() -> Result<Argon2<'static>> {
+    let params = Params::new(
+        config::get_or("argon2_memory_kib", Params::DEFAULT_M_COST),
+        config::get_or("argon2_iterations", Params::DEFAULT_T_COST),
+        1,
+        None,
+    )
+    .map_err(Error::internal)?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(&platform::random_bytes(16)).map_err(Error::internal)?;
+    Ok(hasher()?
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(Error::internal)?
+        .to_string())
+}
+
+fn verify_password(password: &str, hash: &str) -> Result<bool> {
+    let parsed = PasswordHash::new(hash).map_err(Error::internal)?;
+    // The hash string carries its own parameters, so changing the config
+    // does not lock out existing users.
+    Ok(Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok())
+}

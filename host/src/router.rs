@@ -1,0 +1,243 @@
+//! Path → service routing.
+//!
+//! A [`RouteTable`] is built once from `gateway.toml` and is pure: no I/O, no
+//! locks. Patterns are split into segments; a path matches a pattern segment
+//! by segment, and when several patterns match, the most specific wins
+//! (literal beats `{param}` beats `{*rest}`, compared left to right).
+
+use std::cmp::Ordering;
+
+/// One segment of a route pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    /// Matches exactly this text.
+    Literal(String),
+    /// `{name}`: matches any one segment.
+    Param,
+    /// `{*name}`: matches the rest of the path, zero or more segments.
+    Rest,
+}
+
+impl Segment {
+    /// Higher is more specific.
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Literal(_) => 2,
+            Self::Param => 1,
+            Self::Rest => 0,
+        }
+    }
+}
+
+/// A parsed route pattern and the service that owns it.
+#[derive(Debug, Clone)]
+struct Route {
+    pattern: String,
+    segments: Vec<Segment>,
+    service: String,
+}
+
+/// Why a route table could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    /// The pattern is not of a form the router understands.
+    #[error("route `{pattern}` of service `{service}` is invalid: {reason}")]
+    InvalidPattern {
+        /// The pattern as written.
+        pattern: String,
+        /// Its service.
+        service: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Two routes match exactly the same paths.
+    #[error(
+        "route `{pattern}` of service `{service}` duplicates `{other_pattern}` of service `{other_service}`; remove one"
+    )]
+    Duplicate {
+        /// The later pattern.
+        pattern: String,
+        /// Its service.
+        service: String,
+        /// The earlier, equivalent pattern.
+        other_pattern: String,
+        /// Its service.
+        other_service: String,
+    },
+}
+
+/// Maps request paths to service names.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    /// Most specific first, so the first match is the answer.
+    routes: Vec<Route>,
+}
+
+/// The result of routing a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch<'a> {
+    /// The owning service.
+    pub service: &'a str,
+    /// The pattern that matched, as written in `gateway.toml`.
+    pub pattern: &'a str,
+}
+
+impl RouteTable {
+    /// Builds a table from `(service, pattern)` pairs, rejecting bad or
+    /// duplicate patterns.
+    pub fn build<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, RouteError> {
+        let mut routes: Vec<Route> = Vec::new();
+        for (service, pattern) in entries {
+            let segments = parse_pattern(pattern).map_err(|reason| RouteError::InvalidPattern {
+                pattern: pattern.to_owned(),
+                service: service.to_owned(),
+                reason,
+            })?;
+            if let Some(other) = routes.iter().find(|r| r.segments == segments) {
+                return Err(RouteError::Duplicate {
+                    pattern: pattern.to_owned(),
+                    service: service.to_owned(),
+                    other_pattern: other.pattern.clone(),
+                    other_service: other.service.clone(),
+                });
+            }
+            routes.push(Route {
+                pattern: pattern.to_owned(),
+                segments,
+                service: service.to_owned(),
+            });
+        }
+        routes.sort_by(|a, b| specificity(&b.segments, &a.segments));
+        Ok(Self { routes })
+    }
+
+    /// The service owning `path`, if any.
+    pub fn route(&self, path: &str) -> Option<RouteMatch<'_>> {
+        let parts: Vec<&str> = split(path).collect();
+        self.routes
+            .iter()
+            .find(|r| matches(&r.segments, &parts))
+            .map(|r| RouteMatch {
+                service: &r.service,
+                pattern: &r.pattern,
+            })
+    }
+}
+
+fn split(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, &'static str> {
+    if !pattern.starts_with('/') {
+        return Err("it must start with `/`");
+    }
+    let parts: Vec<&str> = split(pattern).collect();
+    let mut segments = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) => match name.strip_prefix('*') {
+                Some(_) if i + 1 != parts.len() => {
+                    return Err("`{*rest}` must be the last segment");
+                }
+                Some(rest) if rest.is_empty() => return Err("`{*}` needs a name, e.g. `{*rest}`"),
+                Some(_) => Segment::Rest,
+                None if name.is_empty() => return Err("`{}` needs a name, e.g. `{id}`"),
+                None => Segment::Param,
+            },
+            None if part.contains(['{', '}']) => {
+                return Err("a segment is either literal text or a whole `{param}`");
+            }
+            None => Segment::Literal((*part).to_owned()),
+        };
+        segments.push(segment);
+    }
+    Ok(segments)
+}
+
+fn matches(segments: &[Segment], parts: &[&str]) -> bool {
+    for (i, segment) in segments.iter().enumerate() {
+        match segment {
+            Segment::Rest => return true,
+            Segment::Param if i < parts.len() => {}
+            Segment::Literal(text) if parts.get(i) == Some(&text.as_str()) => {}
+            _ => return false,
+        }
+    }
+    segments.len() == parts.len()
+}
+
+/// Orders two patterns by specificity: segment ranks left to right, then the
+/// longer pattern.
+fn specificity(a: &[Segment], b: &[Segment]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        match x.rank().cmp(&y.rank()) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, &str)]) -> RouteTable {
+        RouteTable::build(entries.iter().copied()).expect("valid routes")
+    }
+
+    fn owner<'a>(table: &'a RouteTable, path: &str) -> Option<&'a str> {
+        table.route(path).map(|m| m.service)
+    }
+
+    #[test]
+    fn exact_param_and_rest_patterns_match() {
+        let t = table(&[
+            ("users", "/api/users"),
+            ("users", "/api/users/{id}"),
+            ("files", "/static/{*path}"),
+        ]);
+        assert_eq!(owner(&t, "/api/users"), Some("users"));
+        assert_eq!(owner(&t, "/api/users/"), Some("users"));
+        assert_eq!(owner(&t, "/api/users/42"), Some("users"));
+        assert_eq!(owner(&t, "/api/users/42/orders"), None);
+        assert_eq!(owner(&t, "/static/css/site.css"), Some("files"));
+        assert_eq!(owner(&t, "/static"), Some("files"));
+        assert_eq!(owner(&t, "/nope"), None);
+    }
+
+    #[test]
+    fn most_specific_pattern_wins_regardless_of_order() {
+        let t = table(&[
+            ("catchall", "/{*rest}"),
+            ("wild", "/api/{*rest}"),
+            ("param", "/api/users/{id}"),
+            ("login", "/api/users/login"),
+        ]);
+        assert_eq!(owner(&t, "/api/users/login"), Some("login"));
+        assert_eq!(owner(&t, "/api/users/7"), Some("param"));
+        assert_eq!(owner(&t, "/api/products"), Some("wild"));
+        assert_eq!(owner(&t, "/favicon.ico"), Some("catchall"));
+    }
+
+    #[test]
+    fn duplicate_routes_are_reported_with_both_owners() {
+        let err = RouteTable::build([("a", "/x/{id}"), ("b", "/x/{key}")])
+            .expect_err("equivalent patterns must clash");
+        let text = err.to_string();
+        assert!(text.contains("`a`") && text.contains("`b`"), "{text}");
+    }
+
+    #[test]
+    fn malformed_patterns_are_rejected() {
+        for bad in ["api", "/a/{*rest}/b", "/a/{}", "/a/x{id}", "/a/{*}"] {
+            assert!(
+                RouteTable::build([("s", bad)]).is_err(),
+                "expected `{bad}` to be rejected"
+            );
+        }
+    }
+}
