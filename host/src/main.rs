@@ -10,6 +10,7 @@ async fn main() -> std::process::ExitCode {
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match bazaar::cli::run(bazaar::cli::Cli::parse()).await {

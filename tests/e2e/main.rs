@@ -1,1 +1,13 @@
+//! End-to-end tests: the real host on ephemeral loopback ports, real
+//! components built from `components/`, real HTTP.
 
+mod support;
+
+mod cli;
+mod data;
+mod deploy;
+mod hostile;
+mod passthrough;
+mod products;
+mod routing;
+mod users;

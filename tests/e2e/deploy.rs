@@ -1,0 +1,264 @@
+use crate::support::{
+    self, TOKEN, TestHost, hash, version_header, wasm_bytes, with_custom_section,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn hot_swap_under_load_keeps_other_services_up() {
+    let host = Arc::new(TestHost::start().await);
+    let original = wasm_bytes("products");
+    let original_version = hash(&original);
+    assert_eq!(
+        host.version_of("products").await.as_deref(),
+        Some(original_version.as_str())
+    );
+
+    // A bounded load loop on `users` for the whole deploy sequence.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (host, stop, ok, failed) = (host.clone(), stop.clone(), ok.clone(), failed.clone());
+        workers.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let response = host.http.get(host.url("/api/users/nobody")).send().await;
+                match response {
+                    Ok(r) if r.status() == 404 && r.headers().contains_key("x-bazaar-version") => {
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+
+    for round in 0..3 {
+        let next = with_custom_section(&original, &format!("round {round}"));
+        let next_version = hash(&next);
+        let deployed = host.deploy("products", next).await;
+        assert_eq!(
+            deployed.status(),
+            200,
+            "round {round}: deploy should succeed"
+        );
+        let answer = host.get("/api/products").await;
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            version_header(&answer),
+            next_version,
+            "round {round}: products should answer from the new version right after the deploy"
+        );
+        let rolled = host.rollback("products").await;
+        assert_eq!(
+            rolled.status(),
+            200,
+            "round {round}: rollback should succeed"
+        );
+        let answer = host.get("/api/products").await;
+        assert_eq!(
+            version_header(&answer),
+            original_version,
+            "round {round}: rollback restores"
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 0, "the load loop should have run");
+    assert_eq!(
+        failed, 0,
+        "no users request may fail during products deploys ({ok} succeeded)"
+    );
+    match Arc::try_unwrap(host) {
+        Ok(host) => {
+            host.stop().await;
+        }
+        Err(_) => panic!("workers should have released the host"),
+    }
+}
+
+#[tokio::test]
+async fn bad_deploys_are_refused_and_change_nothing() {
+    let host = TestHost::start().await;
+    let before = host.version_of("products").await;
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let cases = [
+        (
+            "garbage",
+            b"this is not wasm at all".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "truncated",
+            wasm_bytes("products")[..1000].to_vec(),
+            "not a valid component",
+        ),
+        ("core module", core_module, "core WebAssembly module"),
+        (
+            "wrong world",
+            wasm_bytes("cli-tool"),
+            "does not export `wasi:http/incoming-handler`",
+        ),
+        (
+            "unsatisfied import",
+            wasm_bytes("missing_import"),
+            "bazaar-test:oracle",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let response = host.deploy("products", bytes).await;
+        assert_eq!(response.status(), 422, "{what} should be refused");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("products"),
+            "{what}: the error should name the service: {error}"
+        );
+        assert!(
+            error.contains(expected),
+            "{what}: expected `{expected}` in: {error}"
+        );
+        assert_eq!(
+            host.version_of("products").await,
+            before,
+            "{what} must not change the version"
+        );
+        assert_eq!(
+            host.get("/api/products").await.status(),
+            200,
+            "{what}: products keeps serving"
+        );
+    }
+    assert_eq!(
+        host.rollback("products").await.status(),
+        409,
+        "failed deploys leave no history"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_stock_wasi_http_component_deploys_and_answers() {
+    let host = TestHost::start().await;
+    let deployed = host.deploy("products", wasm_bytes("hello")).await;
+    assert_eq!(deployed.status(), 200);
+    let answer = host.get("/api/products/anything").await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.starts_with("hello from a stock component"),
+        "got {text}"
+    );
+    assert!(text.contains("/api/products/anything"));
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn admin_api_requires_the_token_and_known_services() {
+    let host = TestHost::start().await;
+    let anonymous = host
+        .http
+        .get(host.admin_url("/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = host
+        .http
+        .put(host.admin_url("/services/products"))
+        .bearer_auth("not-the-token")
+        .body(wasm_bytes("hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_ne!(
+        host.version_of("products").await,
+        Some(hash(&wasm_bytes("hello")))
+    );
+    let unknown = host.deploy("payments", wasm_bytes("hello")).await;
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.text().await.unwrap().contains("gateway.toml"));
+    let health: serde_json::Value = host
+        .http
+        .get(host.admin_url("/healthz"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_that_fails_to_load_does_not_stop_the_others() {
+    let services = format!(
+        "{}\n[services.broken]\ncomponent = \"cli-tool.wasm\"\nroutes = [\"/broken/{{*rest}}\"]\n",
+        support::STANDARD_SERVICES
+    );
+    let host = TestHost::start_with(&services, "").await;
+    assert_eq!(host.get("/broken/x").await.status(), 503);
+    assert_eq!(host.get("/api/products").await.status(), 200);
+    let fixed = host.deploy("broken", wasm_bytes("hello")).await;
+    assert_eq!(
+        fixed.status(),
+        200,
+        "a failed service can be fixed by a deploy"
+    );
+    assert_eq!(host.get("/broken/x").await.status(), 200);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn rewriting_a_watched_component_file_redeploys_that_service_alone() {
+    let dir = support::temp_dir();
+    let watched = dir.join("products.wasm");
+    std::fs::copy(support::wasm("products"), &watched).unwrap();
+    let services = support::STANDARD_SERVICES.replace(
+        "component = \"products.wasm\"",
+        &format!("component = \"{}\"", watched.display()),
+    );
+    let host = TestHost::start_with(&services, "watch = true").await;
+    let users_before = host.version_of("users").await;
+
+    let next = with_custom_section(&wasm_bytes("products"), "watched");
+    std::fs::write(&watched, &next).unwrap();
+    let expected = hash(&next);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while host.version_of("products").await.as_deref() != Some(expected.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher should redeploy products within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(version_header(&host.get("/api/products").await), expected);
+    assert_eq!(
+        host.version_of("users").await,
+        users_before,
+        "users must not be redeployed"
+    );
+
+    // A broken rewrite is refused; the last good version keeps serving.
+    std::fs::write(&watched, b"garbage").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        host.version_of("products").await.as_deref(),
+        Some(expected.as_str())
+    );
+    assert_eq!(host.get("/api/products").await.status(), 200);
+    host.stop().await;
+}

@@ -1,0 +1,69 @@
+use crate::support::TestHost;
+
+#[tokio::test]
+async fn status_headers_query_and_body_pass_through() {
+    let host = TestHost::start().await;
+    let response = host
+        .http
+        .post(host.url("/alpha/echo?x=1&y=two"))
+        .header("x-status", "418")
+        .header("x-custom", "value with spaces")
+        .body("hello body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 418);
+    assert_eq!(response.headers()["echo-x-custom"], "value with spaces");
+    assert_eq!(response.headers()["x-method"], "POST");
+    assert_eq!(response.headers()["x-query"], "x=1&y=two");
+    assert_eq!(response.text().await.unwrap(), "hello body");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn multi_mebibyte_bodies_pass_both_ways_intact() {
+    let host = TestHost::start().await;
+    let upload: Vec<u8> = (0..6 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    let echoed = host
+        .http
+        .post(host.url("/alpha/echo"))
+        .body(upload.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.status(), 200);
+    let echoed = echoed.bytes().await.unwrap();
+    assert!(
+        echoed.as_ref() == upload.as_slice(),
+        "the 6 MiB echo should come back byte for byte"
+    );
+
+    let len = 5 * 1024 * 1024 + 3;
+    let download = host.get(&format!("/alpha/bytes/{len}")).await;
+    assert_eq!(download.status(), 200);
+    let body = download.bytes().await.unwrap();
+    assert_eq!(body.len(), len);
+    assert!(
+        body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
+        "every byte should match"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_with_413() {
+    let host =
+        TestHost::start_with(crate::support::STANDARD_SERVICES, "max_body_bytes = 1024").await;
+    let response = host
+        .http
+        .post(host.url("/alpha/echo"))
+        .body(vec![0u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(host.get("/alpha/path/ok").await.status(), 200);
+    host.stop().await;
+}

@@ -1,0 +1,170 @@
+use crate::support::TestHost;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn register(host: &TestHost, username: &str, email: &str) -> Value {
+    let response = host
+        .send_json(
+            Method::POST,
+            "/api/users",
+            &json!({ "username": username, "email": email, "password": "correct horse" }),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        201,
+        "registering {email} should create a user"
+    );
+    response.json().await.unwrap()
+}
+
+fn assert_no_secret(body: &str) {
+    assert!(
+        !body.contains("password") && !body.contains("argon2"),
+        "a response must never carry the password or its hash: {body}"
+    );
+}
+
+#[tokio::test]
+async fn register_login_fetch_update_delete() {
+    let host = TestHost::start().await;
+    let user = register(&host, "alice", "Alice@Example.com").await;
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(user["email"], "alice@example.com", "emails are normalised");
+    assert_no_secret(&user.to_string());
+
+    let login = host
+        .send_json(
+            Method::POST,
+            "/api/users/login",
+            &json!({ "email": "alice@example.com", "password": "correct horse" }),
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+    let text = login.text().await.unwrap();
+    assert_no_secret(&text);
+    assert!(text.contains(&id));
+
+    let wrong = host
+        .send_json(
+            Method::POST,
+            "/api/users/login",
+            &json!({ "email": "alice@example.com", "password": "battery staple" }),
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
+
+    let fetched = host.get(&format!("/api/users/{id}")).await;
+    assert_eq!(fetched.status(), 200);
+    let fetched = fetched.text().await.unwrap();
+    assert_no_secret(&fetched);
+    assert!(fetched.contains("alice"));
+
+    let updated = host
+        .send_json(
+            Method::PUT,
+            &format!("/api/users/{id}"),
+            &json!({ "username": "alice2", "email": "a2@example.com", "password": "new password!" }),
+        )
+        .await;
+    assert_eq!(updated.status(), 200);
+    let updated: Value = updated.json().await.unwrap();
+    assert_eq!(updated["username"], "alice2");
+    let relogin = host
+        .send_json(
+            Method::POST,
+            "/api/users/login",
+            &json!({ "email": "a2@example.com", "password": "new password!" }),
+        )
+        .await;
+    assert_eq!(
+        relogin.status(),
+        200,
+        "the new email and password should log in"
+    );
+    // The old email is free again.
+    register(&host, "carol", "alice@example.com").await;
+
+    let deleted = host
+        .http
+        .delete(host.url(&format!("/api/users/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(host.get(&format!("/api/users/{id}")).await.status(), 404);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_duplicates_and_unknown_ids_are_refused() {
+    let host = TestHost::start().await;
+    register(&host, "bob", "bob@example.com").await;
+
+    let duplicate = host
+        .send_json(
+            Method::POST,
+            "/api/users",
+            &json!({ "username": "bobby", "email": "BOB@example.com", "password": "correct horse" }),
+        )
+        .await;
+    assert_eq!(duplicate.status(), 409, "a duplicate email should conflict");
+
+    let malformed = host
+        .http
+        .post(host.url("/api/users"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let body: Value = malformed.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("JSON"), "{body}");
+
+    let missing = host
+        .send_json(
+            Method::POST,
+            "/api/users",
+            &json!({ "username": "x1y", "email": "x@example.com" }),
+        )
+        .await;
+    assert_eq!(missing.status(), 400);
+    assert!(
+        missing.text().await.unwrap().contains("password"),
+        "the missing field should be named"
+    );
+
+    for bad in [
+        json!({ "username": "ok_name", "email": "not-an-email", "password": "correct horse" }),
+        json!({ "username": "a", "email": "a@example.com", "password": "correct horse" }),
+        json!({ "username": "ok_name", "email": "a@example.com", "password": "short" }),
+    ] {
+        let response = host.send_json(Method::POST, "/api/users", &bad).await;
+        assert_eq!(response.status(), 400, "{bad} should be refused");
+    }
+
+    assert_eq!(host.get("/api/users/doesnotexist").await.status(), 404);
+    let update_missing = host
+        .send_json(
+            Method::PUT,
+            "/api/users/doesnotexist",
+            &json!({ "username": "zzz" }),
+        )
+        .await;
+    assert_eq!(update_missing.status(), 404);
+    let delete_missing = host
+        .http
+        .delete(host.url("/api/users/doesnotexist"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete_missing.status(), 404);
+    let wrong_method = host
+        .http
+        .patch(host.url("/api/users"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    host.stop().await;
+}
