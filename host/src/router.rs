@@ -142,7 +142,7 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, &'static str> {
                 Some(_) if i + 1 != parts.len() => {
                     return Err("`{*rest}` must be the last segment");
                 }
-                Some(rest) if rest.is_empty() => return Err("`{*}` needs a name, e.g. `{*rest}`"),
+                Some("") => return Err("`{*}` needs a name, e.g. `{*rest}`"),
                 Some(_) => Segment::Rest,
                 None if name.is_empty() => return Err("`{}` needs a name, e.g. `{id}`"),
                 None => Segment::Param,

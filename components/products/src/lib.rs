@@ -59,7 +59,7 @@ fn validate(mut input: ProductInput) -> Result<ProductInput> {
             "description must be at most 5000 characters",
         ));
     }
-    if input.price_cents > 100_000_000_00 {
+    if input.price_cents > 10_000_000_000 {
         return Err(Error::bad_request(
             "price_cents must be at most 10000000000",
         ));

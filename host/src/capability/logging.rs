@@ -41,7 +41,7 @@ impl logging::Host for LogView<'_> {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let (service, version) = (self.service, self.version);
         macro_rules! emit {
