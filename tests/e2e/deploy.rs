@@ -163,6 +163,36 @@ async fn a_stock_wasi_http_component_deploys_and_answers() {
     host.stop().await;
 }
 
+/// `scripts/test` builds `components/py-hello` with componentize-py and
+/// names the result in `BAZAAR_PY_COMPONENT`.
+#[tokio::test]
+async fn a_python_component_from_componentize_py_deploys_and_answers() {
+    let Ok(path) = std::env::var("BAZAAR_PY_COMPONENT") else {
+        eprintln!(
+            "skipped: BAZAAR_PY_COMPONENT is not set (scripts/test sets it when Python is available)"
+        );
+        return;
+    };
+    let host = TestHost::start().await;
+    let bytes = std::fs::read(&path).unwrap();
+    let deployed = host.deploy("products", bytes.clone()).await;
+    let status = deployed.status();
+    assert_eq!(
+        status,
+        200,
+        "deploy failed: {}",
+        deployed.text().await.unwrap()
+    );
+    let answer = host.get("/api/products/from-python").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(version_header(&answer), hash(&bytes));
+    assert_eq!(
+        answer.text().await.unwrap(),
+        "hello from python /api/products/from-python"
+    );
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn admin_api_requires_the_token_and_known_services() {
     let host = TestHost::start().await;
