@@ -69,9 +69,9 @@ impl Deployer {
         source: String,
     ) -> Result<DeployOutcome, DeployError> {
         let _serial = slot.deploy_lock.lock().await;
-        let current = slot.current();
-        if let Some(current) = &current
-            && *current.version == content_hash(&bytes)
+        let version = content_hash(&bytes);
+        if let Some(current) = slot.current()
+            && *current.version == version
         {
             return Ok(DeployOutcome {
                 service: slot.name.clone(),
@@ -82,7 +82,7 @@ impl Deployer {
         }
         let loaded = self
             .loader
-            .load(bytes, source.clone())
+            .load(bytes, version, source.clone())
             .await
             .map_err(|reason| DeployError {
                 service: slot.name.clone(),

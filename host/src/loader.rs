@@ -90,13 +90,21 @@ impl ComponentLoader {
         &self.engine
     }
 
-    /// Checks and compiles `bytes`, off the async threads.
-    pub async fn load(&self, bytes: Vec<u8>, source: String) -> Result<LoadedService, LoadError> {
+    /// Checks and compiles `bytes`, whose [`content_hash`] is `version`,
+    /// off the async threads.
+    pub async fn load(
+        &self,
+        bytes: Vec<u8>,
+        version: String,
+        source: String,
+    ) -> Result<LoadedService, LoadError> {
         let engine = self.engine.clone();
         let linker = Arc::clone(&self.linker);
-        tokio::task::spawn_blocking(move || load_blocking(&engine, &linker, &bytes, source))
-            .await
-            .map_err(|join| LoadError::Invalid(format!("the compiler task failed: {join}")))?
+        tokio::task::spawn_blocking(move || {
+            load_blocking(&engine, &linker, &bytes, version.into(), source)
+        })
+        .await
+        .map_err(|join| LoadError::Invalid(format!("the compiler task failed: {join}")))?
     }
 }
 
@@ -112,6 +120,7 @@ fn load_blocking(
     engine: &Engine,
     linker: &Linker<HostState>,
     bytes: &[u8],
+    version: Arc<str>,
     source: String,
 ) -> Result<LoadedService, LoadError> {
     match bytes.get(..8) {
@@ -122,7 +131,6 @@ fn load_blocking(
         }
         _ => return Err(LoadError::NotWasm),
     }
-    let version: Arc<str> = content_hash(bytes).into();
     let component =
         Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
     let instance_pre = linker

@@ -26,8 +26,22 @@ async fn services_cannot_read_each_others_keys() {
         404,
         "beta must not see alpha's key in the same-named bucket"
     );
-    // The users service's own bucket name does not reach users' data either.
-    assert_eq!(host.get("/beta/kv/users/email:anyone").await.status(), 404);
+    // Naming another service's bucket does not reach its data either.
+    let registered = host
+        .send_json(
+            reqwest::Method::POST,
+            "/api/users",
+            &serde_json::json!({ "username": "dana", "email": "dana@example.com", "password": "correct horse" }),
+        )
+        .await;
+    assert_eq!(registered.status(), 201);
+    assert_eq!(
+        host.get("/beta/kv/users/email:dana@example.com")
+            .await
+            .status(),
+        404,
+        "beta must not see the users service's keys"
+    );
     host.stop().await;
 }
 
