@@ -1,6 +1,6 @@
 //! Errors that are HTTP responses.
 
-use crate::http::Response;
+use crate::response::Response;
 
 /// A handler's failure: an HTTP status and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,11 @@ impl Error {
     /// 401: the caller is not who it claims.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(401, message)
+    }
+
+    /// 403: the caller may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, message)
     }
 
     /// 404: no such thing.

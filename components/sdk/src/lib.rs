@@ -2,15 +2,17 @@
 //!
 //! A service is a [`Router`] of handlers. Handlers take a [`Request`] and
 //! return `Result<Response, Error>`; an [`Error`] becomes a JSON body with
-//! its HTTP status. Key-value data ([`kv`]), config ([`config`]) and logs
-//! ([`log`]) come from the host, scoped to the service.
+//! its HTTP status. Key-value data ([`kv`]), events ([`events`]), calls to
+//! other services ([`call`]), outbound HTTP ([`outbound`]), config
+//! ([`config`]) and logs ([`log`]) come from the host, scoped to the service.
 //!
 //! 1. Write handlers.
 //! 2. Build a [`Router`] in a function.
-//! 3. Export it with [`service!`].
+//! 3. Export it with [`service!`], naming an event handler if the service
+//!    subscribes to topics.
 //!
 //! ```ignore
-//! use bazaar_sdk::{Request, Response, Result, Router};
+//! use bazaar_sdk::{Request, Response, Result, Router, events::Event};
 //!
 //! fn hello(req: Request) -> Result<Response> {
 //!     Response::json(200, &serde_json::json!({ "hello": req.param("name")? }))
@@ -20,20 +22,44 @@
 //!     Router::new().get("/hello/{name}", hello)
 //! }
 //!
-//! bazaar_sdk::service!(routes);
+//! fn on_event(event: Event) -> Result<()> {
+//!     bazaar_sdk::log::info(&format!("got {} on {}", event.id, event.topic));
+//!     Ok(())
+//! }
+//!
+//! bazaar_sdk::service!(routes, events = on_event);
 //! ```
+//!
+//! # Layout
+//!
+//! - `request`, `response`: requests and responses as plain values.
+//! - `router`: most-specific-wins routing (the host's rules).
+//! - `serve`, `body`: the glue to `wasi:http` and its streams.
+//! - [`kv`]: buckets, scans, compare-and-swap and transactions.
+//! - [`events`]: publishing, and the event type a handler receives.
+//! - [`outbound`]: blocking outbound HTTP; [`call`]: calls to other services.
+//! - [`config`], [`log`], [`platform`]: config values, logs, randomness and time.
 
+mod body;
 mod error;
-mod http;
+mod percent;
+mod request;
+mod response;
 mod router;
+mod serve;
 
+pub mod call;
 pub mod config;
+pub mod events;
 pub mod kv;
 pub mod log;
+pub mod outbound;
 pub mod platform;
 
+pub use body::BodyWriter;
 pub use error::{Error, Result};
-pub use http::{Method, Request, Response};
+pub use request::{Method, Request};
+pub use response::Response;
 pub use router::Router;
 
 /// Bindings of the `bazaar:platform/service` world; use the helpers above
@@ -49,12 +75,21 @@ pub mod bindings {
 }
 
 #[doc(hidden)]
-pub use http::serve as __serve;
+pub use events::{deliver as __deliver, no_events as __no_events};
+#[doc(hidden)]
+pub use serve::serve as __serve;
 
-/// Exports a service whose routes are built by `$routes: fn() -> Router`.
+/// Exports a service: `service!(routes)` or `service!(routes, events = on_event)`.
+///
+/// `routes: fn() -> Router` builds the routes (once per request). The
+/// optional `on_event: fn(events::Event) -> Result<(), E>`, for any
+/// `E: Display` (e.g. [`Error`] or `String`), handles the events the
+/// service subscribes to; its error text is what the host logs before it
+/// delivers the event again. Without one, every event is refused with
+/// "this service handles no events".
 #[macro_export]
 macro_rules! service {
-    ($routes:path) => {
+    (@export $routes:path, $events:expr) => {
         const _: () = {
             struct BazaarService;
 
@@ -67,7 +102,21 @@ macro_rules! service {
                 }
             }
 
-    $crate::bindings::export!(BazaarService with_types_in $crate::bindings);
+            impl $crate::bindings::exports::bazaar::platform::event_handler::Guest for BazaarService {
+                fn handle(
+                    event: $crate::bindings::bazaar::platform::events::Event,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__deliver(event, $events)
+                }
+            }
+
+            $crate::bindings::export!(BazaarService with_types_in $crate::bindings);
         };
+    };
+    ($routes:path, events = $events:expr $(,)?) => {
+        $crate::service!(@export $routes, $events);
+    };
+    ($routes:path $(,)?) => {
+        $crate::service!(@export $routes, $crate::__no_events);
     };
 }

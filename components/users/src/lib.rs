@@ -2,11 +2,14 @@
 //!
 //! Passwords are stored only as salted Argon2id hashes and never leave the
 //! service. Keys in bucket `users`: `user:{id}` → the user record,
-//! `email:{email}` → id (the uniqueness index).
+//! `email:{email}` → id as JSON text (the uniqueness index). Every change
+//! that touches both is one transaction whose conditions keep the index
+//! unique and pointing at its owner.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use bazaar_sdk::{Error, Request, Response, Result, Router, config, kv, log, platform};
+use bazaar_sdk::kv::{self, CommitError, Transaction};
+use bazaar_sdk::{Error, Request, Response, Result, Router, config, log, platform};
 use serde::{Deserialize, Serialize};
 
 fn routes() -> Router {
@@ -90,10 +93,11 @@ fn register(req: Request) -> Result<Response> {
     let email = valid_email(&input.email)?;
     valid_password(&input.password)?;
     let users = bucket()?;
+    // A cheap early answer for the common case; the commit below is what
+    // makes the email unique, even against a registration racing this one
+    // through the Argon2 hash.
     if users.exists(&email_key(&email))? {
-        return Err(Error::conflict(format!(
-            "a user with email {email} already exists"
-        )));
+        return Err(email_taken(&email));
     }
     let user = StoredUser {
         id: platform::random_id(),
@@ -102,7 +106,13 @@ fn register(req: Request) -> Result<Response> {
         password_hash: hash_password(&input.password)?,
         created_at: platform::unix_time(),
     };
-    save(&users, &user)?;
+    let committed = Transaction::new()
+        .require_absent(&users, &email_key(&user.email))
+        .require_absent(&users, &user_key(&user.id))
+        .set_json(&users, &user_key(&user.id), &user)
+        .set_json(&users, &email_key(&user.email), &user.id)
+        .commit();
+    committed.map_err(|e| on_email_conflict(e, &user.email))?;
     log::info(&format!("registered user {}", user.id));
     Response::json(201, &user.public())
 }
@@ -121,14 +131,17 @@ fn login(req: Request) -> Result<Response> {
 }
 
 fn get_user(req: Request) -> Result<Response> {
-    let user = load(&bucket()?, req.param("id")?)?;
+    let (user, _) = load(&bucket()?, req.param("id")?)?;
     Response::json(200, &user.public())
 }
 
+/// Commits only if the record is still the one read, so a racing update or
+/// delete is never overwritten; an email change moves the index in the same
+/// commit, claiming the new email and releasing the old one together.
 fn update_user(req: Request) -> Result<Response> {
     let input: Update = req.json()?;
     let users = bucket()?;
-    let mut user = load(&users, req.param("id")?)?;
+    let (mut user, stored) = load(&users, req.param("id")?)?;
     if let Some(username) = &input.username {
         user.username = valid_username(username)?;
     }
@@ -137,9 +150,7 @@ fn update_user(req: Request) -> Result<Response> {
         let email = valid_email(email)?;
         if email != user.email {
             if users.exists(&email_key(&email))? {
-                return Err(Error::conflict(format!(
-                    "a user with email {email} already exists"
-                )));
+                return Err(email_taken(&email));
             }
             old_email = Some(std::mem::replace(&mut user.email, email));
         }
@@ -148,32 +159,63 @@ fn update_user(req: Request) -> Result<Response> {
         valid_password(password)?;
         user.password_hash = hash_password(password)?;
     }
-    save(&users, &user)?;
-    if let Some(old) = old_email {
-        users.delete(&email_key(&old))?;
+    let key = user_key(&user.id);
+    let mut tx = Transaction::new()
+        .require(&users, &key, Some(&stored))
+        .set_json(&users, &key, &user);
+    if let Some(old) = &old_email {
+        tx = tx
+            .require_absent(&users, &email_key(&user.email))
+            .require(&users, &email_key(old), Some(&id_value(&user.id)?))
+            .set_json(&users, &email_key(&user.email), &user.id)
+            .delete(&users, &email_key(old));
     }
+    tx.commit().map_err(|e| on_email_conflict(e, &user.email))?;
     Response::json(200, &user.public())
 }
 
+/// Deletes the user and, if the email index still points at them, the
+/// index too, never another user's login.
 fn delete_user(req: Request) -> Result<Response> {
     let users = bucket()?;
-    let user = load(&users, req.param("id")?)?;
-    users.delete_many(&[user_key(&user.id), email_key(&user.email)])?;
+    let (user, stored) = load(&users, req.param("id")?)?;
+    let key = user_key(&user.id);
+    let index = email_key(&user.email);
+    let mut tx = Transaction::new()
+        .require(&users, &key, Some(&stored))
+        .delete(&users, &key);
+    let id = id_value(&user.id)?;
+    if users.get(&index)?.as_deref() == Some(id.as_slice()) {
+        tx = tx.require(&users, &index, Some(&id)).delete(&users, &index);
+    }
+    tx.commit()?;
     Ok(Response::new(204))
 }
 
-fn load(users: &kv::Bucket, id: &str) -> Result<StoredUser> {
-    users
-        .get_json(&user_key(id))?
-        .ok_or_else(|| Error::not_found(format!("no user with id {id}")))
+/// The user with `id` and its record as stored, for `require`.
+fn load(users: &kv::Bucket, id: &str) -> Result<(StoredUser, Vec<u8>)> {
+    let stored = users
+        .get(&user_key(id))?
+        .ok_or_else(|| Error::not_found(format!("no user with id {id}")))?;
+    let user = serde_json::from_slice(&stored).map_err(Error::internal)?;
+    Ok((user, stored))
 }
 
-/// Writes the record and its email index together.
-fn save(users: &kv::Bucket, user: &StoredUser) -> Result<()> {
-    let record = serde_json::to_vec(user).map_err(Error::internal)?;
-    let id = serde_json::to_vec(&user.id).map_err(Error::internal)?;
-    users.set_many(&[(user_key(&user.id), record), (email_key(&user.email), id)])?;
-    Ok(())
+/// An id as the email index stores it (JSON text).
+fn id_value(id: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(id).map_err(Error::internal)
+}
+
+fn email_taken(email: &str) -> Error {
+    Error::conflict(format!("a user with email {email} already exists"))
+}
+
+/// A conflict on the index of `email` means someone else holds it.
+fn on_email_conflict(error: CommitError, email: &str) -> Error {
+    match error {
+        CommitError::Conflict(key) if key == email_key(email) => email_taken(email),
+        other => other.into(),
+    }
 }
 
 fn valid_username(username: &str) -> Result<String> {

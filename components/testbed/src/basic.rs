@@ -1,0 +1,101 @@
+//! Echoes and reads: what a request looked like, and what the service sees.
+
+use bazaar_sdk::{Error, Request, Response, Result, config, log};
+use serde_json::{Map, Value};
+
+/// Answers with the request's body, its `x-` headers prefixed `echo-`, and
+/// the status asked for in `x-status`.
+pub fn echo(req: Request) -> Result<Response> {
+    let status = req
+        .header("x-status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut response = Response::new(status).with_body(req.body.clone());
+    for (name, value) in &req.headers {
+        if name.starts_with("x-") {
+            response = response.with_header(&format!("echo-{name}"), value.clone());
+        }
+    }
+    Ok(response
+        .with_header("x-method", req.method.as_str())
+        .with_header("x-query", req.query.clone().unwrap_or_default()))
+}
+
+/// `len` bytes of a repeating pattern, so a client can check every byte.
+pub fn bytes(req: Request) -> Result<Response> {
+    let len: usize = req.param_as("len")?;
+    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    Ok(Response::new(200).with_body(body))
+}
+
+/// The `{*rest}` of the path, decoded.
+pub fn path(req: Request) -> Result<Response> {
+    Ok(Response::new(200).with_body(req.param("rest")?.to_owned()))
+}
+
+/// The request's headers as a JSON object; repeated names are joined
+/// with `, `.
+pub fn headers(req: Request) -> Result<Response> {
+    let mut object = Map::new();
+    for (name, value) in &req.headers {
+        let text = String::from_utf8_lossy(value).into_owned();
+        let joined = match object.remove(name) {
+            Some(Value::String(before)) => format!("{before}, {text}"),
+            _ => text,
+        };
+        object.insert(name.to_ascii_lowercase(), Value::String(joined));
+    }
+    Response::json(200, &object)
+}
+
+/// Every config value, as a JSON object.
+pub fn config_all(_req: Request) -> Result<Response> {
+    let values: Map<String, Value> = config::all()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    Response::json(200, &values)
+}
+
+/// One config value, as text.
+pub fn config_get(req: Request) -> Result<Response> {
+    match config::get(req.param("key")?) {
+        Some(value) => Ok(Response::new(200).with_body(value)),
+        None => Err(Error::not_found("no such config key")),
+    }
+}
+
+/// Logs the body at info level.
+pub fn log_line(req: Request) -> Result<Response> {
+    log::info(&String::from_utf8_lossy(&req.body));
+    Ok(Response::new(204))
+}
+
+/// Prints `line` `times` times (default 1) to `stream` (`stdout`, the
+/// default, or `stderr`), for tests of how the host captures guest output.
+pub fn print(req: Request) -> Result<Response> {
+    let line = req.query_param("line").unwrap_or_default();
+    let times: u64 = match req.query_param("times") {
+        Some(times) => times
+            .parse()
+            .map_err(|_| Error::bad_request("times must be a number"))?,
+        None => 1,
+    };
+    let to_stderr = match req.query_param("stream").as_deref() {
+        None | Some("stdout") => false,
+        Some("stderr") => true,
+        Some(other) => {
+            return Err(Error::bad_request(format!(
+                "stream must be stdout or stderr, not `{other}`"
+            )));
+        }
+    };
+    for _ in 0..times {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(Response::new(204))
+}
