@@ -4,6 +4,10 @@
 //! Every table rejects unknown keys, so a typo is an error that names the key
 //! and its line instead of a setting that silently does nothing.
 
+mod spec;
+
+pub use spec::{ConfigValue, ServiceSpec, is_valid_service_name, is_valid_topic};
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +29,9 @@ pub struct GatewayConfig {
     /// Engine-wide sizing of the instance pool.
     #[serde(default)]
     pub runtime: RuntimeSection,
+    /// Retries and dead letters of event delivery.
+    #[serde(default)]
+    pub events: EventsSection,
     /// The services, by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
@@ -41,9 +48,10 @@ pub struct GatewaySection {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes. `max_body_bytes = 33554432`
     pub max_body_bytes: usize,
-    /// Wall-clock limit for one request, in milliseconds. `request_timeout_ms = 30000`
+    /// Wall-clock limit for one request, from arrival to the last byte of
+    /// the response body, in milliseconds. `request_timeout_ms = 30000`
     pub request_timeout_ms: u64,
-    /// Redeploy a service when its component file changes. `watch = true`
+    /// Redeploy a service when the content of its component file changes. `watch = true`
     pub watch: bool,
 }
 
@@ -87,7 +95,8 @@ impl Default for AdminSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// Directory for each service's store and the admin token. `dir = "data"`
+    /// Directory for each service's store, deployed components, the
+    /// deployment records, the event log and the admin token. `dir = "data"`
     pub dir: PathBuf,
     /// Directory for compiled machine code, keyed by component hash; omit to
     /// use `<dir>/cache`. `cache_dir = "/var/cache/bazaar"`
@@ -113,8 +122,11 @@ pub struct RuntimeSection {
     pub max_memory_mib: usize,
     /// CPU time one request may spend in guest code, in milliseconds. `cpu_time_limit_ms = 10000`
     pub cpu_time_limit_ms: u64,
-    /// Previous versions kept per service for rollback. `keep_versions = 5`
+    /// Versions kept per service for rollback, besides the current one. `keep_versions = 5`
     pub keep_versions: usize,
+    /// Longest chain of service-to-service calls, counting the first
+    /// service. `max_call_depth = 8`
+    pub max_call_depth: usize,
 }
 
 impl Default for RuntimeSection {
@@ -124,11 +136,34 @@ impl Default for RuntimeSection {
             max_memory_mib: 256,
             cpu_time_limit_ms: 10_000,
             keep_versions: 5,
+            max_call_depth: 8,
         }
     }
 }
 
-/// `[services.NAME]`: one service.
+/// `[events]`: how delivery retries a subscriber that fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSection {
+    /// Deliveries of one event before it moves to the dead letters. `max_attempts = 8`
+    pub max_attempts: u32,
+    /// Wait before the first retry; it doubles with each attempt. `retry_initial_ms = 200`
+    pub retry_initial_ms: u64,
+    /// Longest wait between two attempts. `retry_max_ms = 60000`
+    pub retry_max_ms: u64,
+}
+
+impl Default for EventsSection {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            retry_initial_ms: 200,
+            retry_max_ms: 60_000,
+        }
+    }
+}
+
+/// `[services.NAME]`: one service: its component file and its [`ServiceSpec`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -136,9 +171,19 @@ pub struct ServiceConfig {
     pub component: PathBuf,
     /// Path patterns this service owns: exact, `{param}` or a trailing `{*rest}`.
     /// `routes = ["/api/users", "/api/users/{*rest}"]`
+    #[serde(default)]
     pub routes: Vec<String>,
-    /// Outbound HTTP authorities (`host` or `host:port`) the service may call.
-    /// `allowed_outbound_hosts = ["payments.example.com"]`
+    /// Services it may call at `http://NAME.internal/...`. `calls = ["inventory"]`
+    #[serde(default)]
+    pub calls: Vec<String>,
+    /// Topics it may publish events to. `publishes = ["order-placed"]`
+    #[serde(default)]
+    pub publishes: Vec<String>,
+    /// Topics whose events it receives. `subscribes = ["user-registered"]`
+    #[serde(default)]
+    pub subscribes: Vec<String>,
+    /// Outside hosts it may call, as `scheme://host[:port]`.
+    /// `allowed_outbound_hosts = ["https://payments.example.com"]`
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
     /// Values served to the service through `wasi:config`. `[services.users.config]`
@@ -146,28 +191,16 @@ pub struct ServiceConfig {
     pub config: BTreeMap<String, ConfigValue>,
 }
 
-/// A `wasi:config` value: written in TOML as a string, number or boolean and
-/// handed to the guest as a string.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ConfigValue {
-    /// `key = "text"`
-    String(String),
-    /// `key = 42`
-    Integer(i64),
-    /// `key = 1.5`
-    Float(f64),
-    /// `key = true`
-    Boolean(bool),
-}
-
-impl std::fmt::Display for ConfigValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::String(s) => f.write_str(s),
-            Self::Integer(i) => write!(f, "{i}"),
-            Self::Float(x) => write!(f, "{x}"),
-            Self::Boolean(b) => write!(f, "{b}"),
+impl ServiceConfig {
+    /// Everything but the component file.
+    pub fn spec(&self) -> ServiceSpec {
+        ServiceSpec {
+            routes: self.routes.clone(),
+            calls: self.calls.clone(),
+            publishes: self.publishes.clone(),
+            subscribes: self.subscribes.clone(),
+            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            config: self.config.clone(),
         }
     }
 }
@@ -238,21 +271,38 @@ impl GatewayConfig {
             message,
         };
         for (name, service) in &self.services {
-            if !is_valid_service_name(name) {
-                return Err(invalid(format!(
-                    "service name `{name}` must be 1-64 characters of a-z, 0-9, `-` or `_`"
-                )));
-            }
-            if service.routes.is_empty() {
-                return Err(invalid(format!(
-                    "service `{name}` has no routes; add e.g. routes = [\"/api/{name}/{{*rest}}\"]"
-                )));
-            }
+            service.spec().validate(name).map_err(invalid)?;
         }
-        if self.runtime.max_instances == 0 || self.runtime.max_memory_mib == 0 {
+        let runtime = &self.runtime;
+        if runtime.max_instances == 0 || runtime.max_memory_mib == 0 {
             return Err(invalid(
                 "[runtime] max_instances and max_memory_mib must be at least 1".into(),
             ));
+        }
+        if runtime.keep_versions == 0 {
+            return Err(invalid(
+                "[runtime] keep_versions must be at least 1, or rollback has nothing to return to"
+                    .into(),
+            ));
+        }
+        if runtime.max_call_depth == 0 {
+            return Err(invalid(
+                "[runtime] max_call_depth must be at least 1".into(),
+            ));
+        }
+        if self.gateway.request_timeout_ms == 0 || self.gateway.max_body_bytes == 0 {
+            return Err(invalid(
+                "[gateway] request_timeout_ms and max_body_bytes must be at least 1".into(),
+            ));
+        }
+        if self.events.max_attempts == 0 {
+            return Err(invalid("[events] max_attempts must be at least 1".into()));
+        }
+        if self.admin.listen == self.gateway.listen && self.gateway.listen.port() != 0 {
+            return Err(invalid(format!(
+                "[admin] listen and [gateway] listen are both {}; give the admin API its own port",
+                self.gateway.listen
+            )));
         }
         Ok(())
     }
@@ -280,15 +330,6 @@ impl GatewayConfig {
     }
 }
 
-/// Service names become directory names and URL segments, so keep them plain.
-pub fn is_valid_service_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,12 +348,15 @@ mod tests {
     }
 
     #[test]
-    fn service_sections_parse_with_config_values() {
+    fn service_sections_parse_with_config_values_and_grants() {
         let config = parse(
             r#"
             [services.users]
             component = "users.wasm"
             routes = ["/api/users", "/api/users/{*rest}"]
+            calls = ["mailer"]
+            publishes = ["user-registered"]
+            allowed_outbound_hosts = ["https://id.example.com"]
             [services.users.config]
             greeting = "hi"
             rounds = 3
@@ -324,15 +368,23 @@ mod tests {
             config.resolve(&users.component),
             PathBuf::from("/srv/users.wasm")
         );
-        assert_eq!(users.config["rounds"].to_string(), "3");
-        assert_eq!(users.config["greeting"].to_string(), "hi");
+        let spec = users.spec();
+        assert_eq!(spec.config["rounds"].to_string(), "3");
+        assert_eq!(spec.calls, ["mailer"]);
+        assert_eq!(spec.publishes, ["user-registered"]);
     }
 
     #[test]
-    fn service_without_routes_is_rejected() {
+    fn service_without_routes_or_subscriptions_is_rejected() {
         let err = parse("[services.users]\ncomponent = \"u.wasm\"\nroutes = []\n")
             .expect_err("no routes must be rejected");
         assert!(err.to_string().contains("users"), "{err}");
+    }
+
+    #[test]
+    fn a_subscriber_needs_no_routes() {
+        parse("[services.mail]\ncomponent = \"m.wasm\"\nsubscribes = [\"user-registered\"]\n")
+            .expect("a subscriber-only service is valid");
     }
 
     #[test]
@@ -340,5 +392,20 @@ mod tests {
         let err = parse("[services.\"Users!\"]\ncomponent = \"u.wasm\"\nroutes = [\"/\"]\n")
             .expect_err("a bad name must be rejected");
         assert!(err.to_string().contains("Users!"), "{err}");
+    }
+
+    #[test]
+    fn a_bare_outbound_host_is_rejected_with_the_form_to_use() {
+        let err = parse(
+            "[services.s]\ncomponent = \"s.wasm\"\nroutes = [\"/s\"]\nallowed_outbound_hosts = [\"example.com\"]\n",
+        )
+        .expect_err("a host without a scheme must be rejected");
+        assert!(err.to_string().contains("https://example.com"), "{err}");
+    }
+
+    #[test]
+    fn zero_keep_versions_is_rejected() {
+        let err = parse("[runtime]\nkeep_versions = 0\n").expect_err("keep_versions = 0");
+        assert!(err.to_string().contains("keep_versions"), "{err}");
     }
 }

@@ -1,20 +1,94 @@
-//! Deploy and rollback of one service: the only code that changes what a
-//! service is serving. The admin API, the file watcher and start-up all come
-//! through here.
+//! Deploy, rollback, live addition and removal of services: the only code
+//! that changes what the host serves. The admin API, the file watcher and
+//! start-up ([`Deployer::restore`]) all come through here.
 //!
-//! A deploy compiles and checks the new version first and swaps it in only
-//! when every check has passed, so a failed deploy changes nothing.
+//! Every change follows the same order: compile and check the component
+//! off the lock; then, holding one lock, check the client's expected
+//! version and the routes, store the component by hash, write the
+//! deployment record durably, and only then swap it in. A failed change
+//! changes nothing, and an acknowledged one survives a `kill -9`.
 
-use crate::loader::{ComponentLoader, LoadError, content_hash, short};
-use crate::registry::ServiceSlot;
+mod restore;
+mod status;
+
+pub use status::{ServiceStatus, VersionStatus};
+
+use crate::artifacts::ArtifactStore;
+use crate::config::{ServiceSpec, is_valid_service_name};
+use crate::control::{ControlDb, Origin, ServiceRecord, VersionError, VersionRecord};
+use crate::events::{EventLog, now_ms};
+use crate::kvstore::ServiceStore;
+use crate::loader::{ComponentLoader, LoadError, LoadedService, content_hash, short};
+use crate::registry::{ServiceContext, ServiceRegistry, ServiceSlot};
+use crate::router::RouteError;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::Notify;
 
-/// Deploys and rolls back services.
+/// A service as `gateway.toml` describes it.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// Its component file, resolved.
+    pub path: PathBuf,
+    /// Its routes, grants and config.
+    pub spec: ServiceSpec,
+}
+
+/// Deploys, rolls back, adds and removes services.
 pub struct Deployer {
     loader: ComponentLoader,
-    /// Previous versions kept per service.
+    control: Arc<ControlDb>,
+    artifacts: Arc<ArtifactStore>,
+    registry: Arc<ServiceRegistry>,
+    log: Arc<dyn EventLog>,
+    data_dir: PathBuf,
+    seeds: BTreeMap<String, Seed>,
     keep_versions: usize,
+    outbox_bell: Arc<Notify>,
+    /// Serializes every change of records and registry.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// What the deployer is built from.
+pub struct DeployerParts {
+    /// Compiles components.
+    pub loader: ComponentLoader,
+    /// The deployment records.
+    pub control: ControlDb,
+    /// The deployed components.
+    pub artifacts: ArtifactStore,
+    /// Where services are swapped in.
+    pub registry: Arc<ServiceRegistry>,
+    /// The event log, to forget a purged service.
+    pub log: Arc<dyn EventLog>,
+    /// Where service stores live.
+    pub data_dir: PathBuf,
+    /// The services of `gateway.toml`.
+    pub seeds: BTreeMap<String, Seed>,
+    /// `[runtime] keep_versions`.
+    pub keep_versions: usize,
+    /// Rung by stores whose outbox grew.
+    pub outbox_bell: Arc<Notify>,
+}
+
+/// A deploy, as the admin API receives it.
+#[derive(Debug, Clone, Default)]
+pub struct DeployRequest {
+    /// The service.
+    pub service: String,
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// Where it came from, for messages and the record.
+    pub source: String,
+    /// Routes and grants, to add a service or change a live-added one.
+    pub spec: Option<ServiceSpec>,
+    /// The version the client expects to be current (a hash or prefix, or
+    /// `none` for a service that does not exist yet).
+    pub expected: Option<String>,
+    /// It is the content of the `gateway.toml` file (start-up or watcher).
+    pub from_file: bool,
 }
 
 /// What a deploy or rollback did.
@@ -26,98 +100,459 @@ pub struct DeployOutcome {
     pub version: String,
     /// The version it replaced, if any.
     pub previous: Option<String>,
-    /// False when the component was already the current version.
+    /// False when that version was already current.
     pub changed: bool,
+    /// True when the service did not exist before.
+    pub created: bool,
 }
 
-/// Why a deploy was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot deploy {origin} to service `{service}`: {reason}")]
-pub struct DeployError {
+/// What a removal did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveOutcome {
     /// The service.
     pub service: String,
-    /// Where the bytes came from.
-    pub origin: String,
-    /// What was wrong.
-    pub reason: LoadError,
+    /// Whether its data was deleted too.
+    pub purged: bool,
 }
 
-/// Why a rollback was refused.
+/// Why a change was refused; each says what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("service `{0}` has no previous version to roll back to; deploy a component first")]
-pub struct RollbackError(pub String);
+pub enum DeployError {
+    /// The component was refused.
+    #[error("cannot deploy {origin} to service `{service}`: {reason}")]
+    Load {
+        /// The service.
+        service: String,
+        /// Where the bytes came from.
+        origin: String,
+        /// What was wrong.
+        reason: LoadError,
+    },
+    /// No such service.
+    #[error("there is no service `{0}`; `bazaar services` lists them")]
+    UnknownService(String),
+    /// A new service needs routes or subscriptions.
+    #[error(
+        "service `{0}` does not exist yet; to add it, give it routes, e.g. `bazaar deploy {0} FILE --route /api/{0}/{{*rest}}`"
+    )]
+    NeedsSpec(String),
+    /// The spec is invalid.
+    #[error("cannot deploy service `{service}`: {message}")]
+    InvalidSpec {
+        /// The service.
+        service: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Its routes clash with another service's.
+    #[error("cannot deploy service `{service}`: {source}")]
+    RouteConflict {
+        /// The service.
+        service: String,
+        /// Which routes clash.
+        source: RouteError,
+    },
+    /// The spec of a `gateway.toml` service comes from the file.
+    #[error(
+        "the routes and grants of service `{0}` come from its section in gateway.toml; change them there, and deploy without --route or --spec"
+    )]
+    SpecFromConfig(String),
+    /// The client expected another current version.
+    #[error(
+        "service `{service}` is at version {current}, not {expected}; nothing was changed (`bazaar services` shows what is current)"
+    )]
+    NotExpected {
+        /// The service.
+        service: String,
+        /// What the client expected.
+        expected: String,
+        /// What is current.
+        current: String,
+    },
+    /// No such version to roll back to.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// The records or artifacts could not be written.
+    #[error("cannot change service `{service}`: {message}")]
+    Storage {
+        /// The service.
+        service: String,
+        /// What failed.
+        message: String,
+    },
+}
 
 impl Deployer {
-    /// A deployer using `loader`, keeping `keep_versions` old versions.
-    pub fn new(loader: ComponentLoader, keep_versions: usize) -> Self {
+    /// A deployer over `parts`.
+    pub fn new(parts: DeployerParts) -> Self {
         Self {
-            loader,
-            keep_versions,
+            loader: parts.loader,
+            control: Arc::new(parts.control),
+            artifacts: Arc::new(parts.artifacts),
+            registry: parts.registry,
+            log: parts.log,
+            data_dir: parts.data_dir,
+            seeds: parts.seeds,
+            keep_versions: parts.keep_versions,
+            outbox_bell: parts.outbox_bell,
+            lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The loader (and so the engine) versions are compiled with.
-    pub fn loader(&self) -> &ComponentLoader {
-        &self.loader
+    /// The services of `gateway.toml`.
+    pub fn seeds(&self) -> &BTreeMap<String, Seed> {
+        &self.seeds
     }
 
-    /// Compiles, checks and swaps in `bytes` as the new version of `slot`.
-    pub async fn deploy(
-        &self,
-        slot: &ServiceSlot,
-        bytes: Vec<u8>,
-        source: String,
-    ) -> Result<DeployOutcome, DeployError> {
-        let _serial = slot.deploy_lock.lock().await;
-        let version = content_hash(&bytes);
-        if let Some(current) = slot.current()
-            && *current.version == version
-        {
-            return Ok(DeployOutcome {
-                service: slot.name.clone(),
-                version: current.version.to_string(),
-                previous: None,
-                changed: false,
+    /// The deployment record of `service`.
+    pub fn record(&self, service: &str) -> Option<ServiceRecord> {
+        self.control.get(service).ok().flatten()
+    }
+
+    /// Compiles, checks, records and swaps in a component.
+    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, DeployError> {
+        let name = request.service.clone();
+        if !is_valid_service_name(&name) {
+            return Err(DeployError::InvalidSpec {
+                service: name.clone(),
+                message: format!(
+                    "`{name}` is not a valid service name: use 1-64 characters of a-z, 0-9, `-` or `_`"
+                ),
             });
         }
+        if let Some(spec) = &request.spec {
+            spec.validate(&name)
+                .map_err(|message| DeployError::InvalidSpec {
+                    service: name.clone(),
+                    message,
+                })?;
+        }
+        let version = content_hash(&request.bytes);
+        let bytes: Arc<[u8]> = request.bytes.into();
+        let load_error = |reason| DeployError::Load {
+            service: name.clone(),
+            origin: request.source.clone(),
+            reason,
+        };
         let loaded = self
             .loader
-            .load(bytes, version, source.clone())
+            .load(Arc::clone(&bytes), version.clone(), request.source.clone())
             .await
-            .map_err(|reason| DeployError {
-                service: slot.name.clone(),
-                origin: source,
-                reason,
-            })?;
-        let version = loaded.version.to_string();
-        let previous = slot.swap(Arc::new(loaded), self.keep_versions);
-        tracing::info!(
-            service = %slot.name,
-            version = short(&version),
-            previous = previous.as_ref().map(|p| p.short_version()),
-            "deployed"
-        );
+            .map_err(load_error)?;
+
+        let _serial = self.lock.lock().await;
+        let snapshot = self.registry.load();
+        let existing = snapshot.get(&name).cloned();
+        let mut record = self
+            .stored_record(&name)?
+            .unwrap_or_else(|| ServiceRecord::new(&name, Origin::Live, None));
+        if existing.is_none() {
+            record.current = None;
+        }
+        check_expected(&record, request.expected.as_deref())?;
+        let (spec, origin) = self.spec_for(&name, existing.as_deref(), &record, request.spec)?;
+        loaded.check_fits(&spec).map_err(load_error)?;
+
+        let unchanged_spec = existing
+            .as_ref()
+            .is_some_and(|slot| slot.context.spec == spec);
+        let previous = record.current.clone();
+        let changed = previous.as_deref() != Some(version.as_str()) || !unchanged_spec;
+        if request.from_file {
+            record.seed = Some(version.clone());
+        }
+        let next_snapshot = if unchanged_spec {
+            None
+        } else {
+            let slot = Arc::new(ServiceSlot::new(self.context(&name, spec.clone())?, None));
+            Some((
+                snapshot
+                    .with(Arc::clone(&slot))
+                    .map_err(|source| DeployError::RouteConflict {
+                        service: name.clone(),
+                        source,
+                    })?,
+                slot,
+            ))
+        };
+
+        record.origin = origin;
+        record.spec = (origin == Origin::Live).then(|| spec.clone());
+        record.removed = false;
+        if previous.as_deref() != Some(version.as_str()) {
+            record.deploy(
+                VersionRecord {
+                    version: version.clone(),
+                    source: request.source.clone(),
+                    deployed_at_ms: now_ms(),
+                    size: bytes.len() as u64,
+                    previous: None,
+                },
+                self.keep_versions,
+            );
+        }
+        self.persist(&name, Some((version.clone(), bytes)), &record)
+            .await?;
+
+        let loaded = Arc::new(loaded);
+        match next_snapshot {
+            Some((snapshot, slot)) => {
+                slot.swap(loaded);
+                self.registry.replace(snapshot);
+            }
+            None => {
+                if let Some(slot) = &existing {
+                    slot.swap(loaded);
+                }
+            }
+        }
+        if changed {
+            tracing::info!(
+                service = %name,
+                version = short(&version),
+                previous = previous.as_deref().map(short),
+                created = existing.is_none(),
+                "deployed"
+            );
+        }
+        self.collect_garbage().await;
         Ok(DeployOutcome {
-            service: slot.name.clone(),
+            service: name,
             version,
-            previous: previous.map(|p| p.version.to_string()),
-            changed: true,
+            previous: previous.filter(|_| changed),
+            changed,
+            created: existing.is_none(),
         })
     }
 
-    /// Makes the previous version of `slot` current again.
-    pub async fn roll_back(&self, slot: &ServiceSlot) -> Result<DeployOutcome, RollbackError> {
-        let _serial = slot.deploy_lock.lock().await;
-        let replaced = slot.current().map(|c| c.version.to_string());
-        let restored = slot
-            .roll_back()
-            .ok_or_else(|| RollbackError(slot.name.clone()))?;
-        tracing::info!(service = %slot.name, version = restored.short_version(), "rolled back");
+    /// Activates an earlier (or later) kept version of `service`: `to`, or
+    /// the version the current one replaced.
+    pub async fn rollback(
+        &self,
+        service: &str,
+        to: Option<&str>,
+        expected: Option<&str>,
+    ) -> Result<DeployOutcome, DeployError> {
+        let _serial = self.lock.lock().await;
+        let slot = self
+            .registry
+            .get(service)
+            .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
+        let mut record = self
+            .stored_record(service)?
+            .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
+        check_expected(&record, expected)?;
+        let target = record.rollback_target(to)?;
+        let previous = record.current.clone();
+        if previous.as_deref() == Some(target.as_str()) {
+            return Ok(DeployOutcome {
+                service: service.to_owned(),
+                version: target,
+                previous: None,
+                changed: false,
+                created: false,
+            });
+        }
+        let source = record
+            .versions
+            .iter()
+            .find(|v| v.version == target)
+            .map_or_else(String::new, |v| v.source.clone());
+        let loaded = self.load_kept(service, &target, source).await?;
+        loaded
+            .check_fits(&slot.context.spec)
+            .map_err(|reason| DeployError::Load {
+                service: service.to_owned(),
+                origin: format!("version {}", short(&target)),
+                reason,
+            })?;
+        record.current = Some(target.clone());
+        self.persist(service, None, &record).await?;
+        slot.swap(Arc::new(loaded));
+        tracing::info!(
+            service,
+            version = short(&target),
+            previous = previous.as_deref().map(short),
+            "rolled back"
+        );
         Ok(DeployOutcome {
-            service: slot.name.clone(),
-            version: restored.version.to_string(),
-            previous: replaced,
+            service: service.to_owned(),
+            version: target,
+            previous,
             changed: true,
+            created: false,
         })
+    }
+
+    /// Takes `service` out of the registry; with `purge`, deletes its data.
+    pub async fn remove(&self, service: &str, purge: bool) -> Result<RemoveOutcome, DeployError> {
+        let _serial = self.lock.lock().await;
+        let snapshot = self.registry.load();
+        if snapshot.get(service).is_none() {
+            return Err(DeployError::UnknownService(service.to_owned()));
+        }
+        let origin = if self.seeds.contains_key(service) {
+            Origin::GatewayToml
+        } else {
+            Origin::Live
+        };
+        let mut record = self
+            .stored_record(service)?
+            .unwrap_or_else(|| ServiceRecord::new(service, origin, None));
+        record.removed = true;
+        if purge {
+            record.current = None;
+            record.versions.clear();
+        }
+        self.persist(service, None, &record).await?;
+        self.registry.replace(snapshot.without(service));
+        if purge {
+            let storage = |e: anyhow::Error| DeployError::Storage {
+                service: service.to_owned(),
+                message: format!("{e:#}"),
+            };
+            self.log.forget(service.to_owned()).await.map_err(storage)?;
+            let dir = ServiceStore::dir_of(&self.data_dir, service);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    storage(
+                        anyhow::Error::from(e).context(format!("cannot delete {}", dir.display())),
+                    )
+                })?;
+            }
+        }
+        tracing::info!(service, purge, "removed");
+        self.collect_garbage().await;
+        Ok(RemoveOutcome {
+            service: service.to_owned(),
+            purged: purge,
+        })
+    }
+
+    /// The spec and origin a deploy to `name` runs with.
+    fn spec_for(
+        &self,
+        name: &str,
+        existing: Option<&ServiceSlot>,
+        record: &ServiceRecord,
+        given: Option<ServiceSpec>,
+    ) -> Result<(ServiceSpec, Origin), DeployError> {
+        let seeded = self.seeds.get(name);
+        match (existing, given, seeded) {
+            (_, Some(_), Some(_)) => Err(DeployError::SpecFromConfig(name.to_owned())),
+            (Some(_), Some(_), None) if record.origin == Origin::GatewayToml => {
+                Err(DeployError::SpecFromConfig(name.to_owned()))
+            }
+            (_, Some(spec), None) => Ok((spec, Origin::Live)),
+            (Some(slot), None, _) => Ok((slot.context.spec.clone(), record.origin)),
+            (None, None, Some(seed)) => Ok((seed.spec.clone(), Origin::GatewayToml)),
+            (None, None, None) => Err(DeployError::NeedsSpec(name.to_owned())),
+        }
+    }
+
+    /// The context of service `name` with `spec`, opening its store.
+    fn context(&self, name: &str, spec: ServiceSpec) -> Result<Arc<ServiceContext>, DeployError> {
+        let storage = |e: anyhow::Error| DeployError::Storage {
+            service: name.to_owned(),
+            message: format!("{e:#}"),
+        };
+        // A service being replaced shares its open store.
+        let store = match self.registry.get(name) {
+            Some(slot) => Arc::clone(&slot.context.store),
+            None => Arc::new(ServiceStore::open(&self.data_dir, name).map_err(storage)?),
+        };
+        let context = ServiceContext::new(name, spec, store, Arc::clone(&self.outbox_bell))
+            .map_err(storage)?;
+        Ok(Arc::new(context))
+    }
+
+    fn stored_record(&self, service: &str) -> Result<Option<ServiceRecord>, DeployError> {
+        self.control.get(service).map_err(|e| DeployError::Storage {
+            service: service.to_owned(),
+            message: format!("{e:#}"),
+        })
+    }
+
+    /// Compiles kept version `version` of `service` from its artifact
+    /// (a code-cache hit when it ran before).
+    async fn load_kept(
+        &self,
+        service: &str,
+        version: &str,
+        source: String,
+    ) -> Result<LoadedService, DeployError> {
+        let artifacts = Arc::clone(&self.artifacts);
+        let hash = version.to_owned();
+        let bytes = tokio::task::spawn_blocking(move || artifacts.get(&hash))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .map_err(|e| DeployError::Storage {
+                service: service.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        self.loader
+            .load(bytes.into(), version.to_owned(), source)
+            .await
+            .map_err(|reason| DeployError::Load {
+                service: service.to_owned(),
+                origin: format!("version {}", short(version)),
+                reason,
+            })
+    }
+
+    /// Stores the component (if any) and writes `record`, durably.
+    async fn persist(
+        &self,
+        service: &str,
+        component: Option<(String, Arc<[u8]>)>,
+        record: &ServiceRecord,
+    ) -> Result<(), DeployError> {
+        let (artifacts, control, record) = (
+            Arc::clone(&self.artifacts),
+            Arc::clone(&self.control),
+            record.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Some((hash, bytes)) = component {
+                artifacts.put(&hash, &bytes)?;
+            }
+            control.put(&[&record])
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r)
+        .map_err(|e| DeployError::Storage {
+            service: service.to_owned(),
+            message: format!("{e:#}"),
+        })
+    }
+
+    /// Deletes components no record refers to any more.
+    async fn collect_garbage(&self) {
+        let (artifacts, control) = (Arc::clone(&self.artifacts), Arc::clone(&self.control));
+        let result = tokio::task::spawn_blocking(move || {
+            let keep: HashSet<String> = control
+                .all()?
+                .into_iter()
+                .flat_map(|r| r.versions.into_iter().map(|v| v.version))
+                .collect();
+            artifacts.retain(&keep)
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = format!("{e:#}"), "cannot delete unused components");
+        }
+    }
+}
+
+fn check_expected(record: &ServiceRecord, expected: Option<&str>) -> Result<(), DeployError> {
+    match expected {
+        Some(expected) if !record.is_current(expected) => Err(DeployError::NotExpected {
+            service: record.name.clone(),
+            expected: expected.to_owned(),
+            current: record.current_short().to_owned(),
+        }),
+        _ => Ok(()),
     }
 }

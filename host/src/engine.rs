@@ -7,7 +7,7 @@
 //! component skips Cranelift.
 
 use crate::config::RuntimeSection;
-use crate::state::HostState;
+use crate::state::RequestState;
 use anyhow::Context as _;
 use std::path::Path;
 use std::time::Duration;
@@ -62,7 +62,7 @@ pub fn build_engine(runtime: &RuntimeSection, cache_dir: &Path) -> anyhow::Resul
 
 /// Builds the linker every service is checked against: all of WASI 0.2,
 /// `wasi:http`, and Bazaar's capabilities.
-pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+pub fn build_linker(engine: &Engine) -> anyhow::Result<Linker<RequestState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;

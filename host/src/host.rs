@@ -1,43 +1,31 @@
-//! Assembles a running host from a [`GatewayConfig`]: engine, stores,
-//! services, and the gateway and admin listeners.
+//! Assembles a running host from a [`GatewayConfig`]: engine, registry,
+//! runtime, event log, deployer; then restores the services and starts the
+//! listeners and background tasks. Each consumer gets only the state it needs.
 
+use crate::admin::{self, AdminState};
+use crate::artifacts::ArtifactStore;
 use crate::config::GatewayConfig;
-use crate::deploy::Deployer;
+use crate::control::ControlDb;
+use crate::deploy::{Deployer, DeployerParts, Seed};
 use crate::engine;
-use crate::kvstore::ServiceStore;
+use crate::events::EventLog;
+use crate::events::delivery::{Delivery, RetryPolicy};
+use crate::events::embedded::EmbeddedLog;
+use crate::events::relay::Relay;
+use crate::gateway::GatewayState;
 use crate::loader::ComponentLoader;
-use crate::registry::{ServiceRegistry, ServiceSlot};
+use crate::registry::ServiceRegistry;
 use crate::runtime::{RequestLimits, Runtime};
-use crate::state::ServiceGrants;
+use crate::watch::Watcher;
 use anyhow::Context as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-/// Environment variable that supplies the admin token.
-pub const ADMIN_TOKEN_ENV: &str = "BAZAAR_ADMIN_TOKEN";
-
-/// State shared by the gateway, the admin API and the watcher.
-pub struct HostShared {
-    /// Services and routes.
-    pub registry: ServiceRegistry,
-    /// Runs requests.
-    pub runtime: Runtime,
-    /// Changes versions.
-    pub deployer: Deployer,
-    /// Bearer token of the admin API.
-    pub admin_token: String,
-    /// `[gateway] max_body_bytes`.
-    pub max_body_bytes: usize,
-    /// `[admin] max_component_bytes`.
-    pub max_component_bytes: usize,
-}
-
-/// A host that is serving; drop or [`RunningHost::shutdown`] to stop it.
+/// A host that is serving; [`RunningHost::shutdown`] stops it.
 pub struct RunningHost {
     /// Where the gateway listens.
     pub gateway_addr: SocketAddr,
@@ -45,15 +33,17 @@ pub struct RunningHost {
     pub admin_addr: SocketAddr,
     /// The admin bearer token.
     pub admin_token: String,
-    /// State, for in-process inspection.
-    pub shared: Arc<HostShared>,
+    /// The services, for in-process inspection.
+    pub registry: Arc<ServiceRegistry>,
+    /// Deploys, for in-process use.
+    pub deployer: Arc<Deployer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningHost {
     /// Stops accepting, lets in-flight requests finish, and waits for the
-    /// listeners to close.
+    /// listeners and background tasks to stop.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
@@ -62,37 +52,17 @@ impl RunningHost {
     }
 }
 
-/// Loads every service in `config` and starts serving on its listeners.
+/// Restores every service and starts serving on the configured listeners.
 pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let admin_token = admin::token::resolve(&config, &data_dir)?;
     let engine = engine::build_engine(&config.runtime, &config.cache_dir())?;
     engine::start_epoch_ticker(&engine)?;
     let linker = engine::build_linker(&engine)?;
 
-    let mut slots = Vec::new();
-    for (name, service) in &config.services {
-        let store = ServiceStore::open(&data_dir, name)?;
-        let grants = ServiceGrants {
-            name: name.as_str().into(),
-            store: Arc::new(store),
-            config: service
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-            outbound_hosts: service.allowed_outbound_hosts.clone().into(),
-        };
-        slots.push(ServiceSlot::new(
-            name.clone(),
-            service.routes.clone(),
-            config.resolve(&service.component),
-            Arc::new(grants),
-        ));
-    }
-    let registry = ServiceRegistry::new(slots).context("gateway.toml has conflicting routes")?;
-
+    let registry = Arc::new(ServiceRegistry::default());
     let runtime_config = &config.runtime;
     let runtime = Runtime::new(
         engine.clone(),
@@ -100,77 +70,91 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
             cpu_ticks: (runtime_config.cpu_time_limit_ms / engine::EPOCH_TICK.as_millis() as u64)
                 .max(1),
             memory_bytes: runtime_config.max_memory_mib << 20,
-            timeout: Duration::from_millis(config.gateway.request_timeout_ms),
         },
+        Arc::clone(&registry),
+        runtime_config.max_call_depth,
     );
-    let deployer = Deployer::new(
-        ComponentLoader::new(engine, linker),
-        runtime_config.keep_versions,
+    let request_timeout = Duration::from_millis(config.gateway.request_timeout_ms);
+    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&data_dir)?);
+    let outbox_bell = Arc::new(Notify::new());
+    let delivery = Delivery::new(
+        Arc::clone(&registry),
+        Arc::clone(&runtime),
+        Arc::clone(&log),
+        RetryPolicy::new(&config.events, request_timeout),
     );
-    let shared = Arc::new(HostShared {
-        registry,
-        runtime,
-        deployer,
-        admin_token: admin_token(&config, &data_dir)?,
-        max_body_bytes: config.gateway.max_body_bytes,
-        max_component_bytes: config.admin.max_component_bytes,
-    });
-    load_all(&shared).await;
+    let seeds = config
+        .services
+        .iter()
+        .map(|(name, service)| {
+            let seed = Seed {
+                path: config.resolve(&service.component),
+                spec: service.spec(),
+            };
+            (name.clone(), seed)
+        })
+        .collect();
+    let deployer = Arc::new(Deployer::new(DeployerParts {
+        loader: ComponentLoader::new(engine, linker),
+        control: ControlDb::open(&data_dir)?,
+        artifacts: ArtifactStore::open(&data_dir)?,
+        registry: Arc::clone(&registry),
+        log: Arc::clone(&log),
+        data_dir: data_dir.clone(),
+        seeds,
+        keep_versions: runtime_config.keep_versions,
+        outbox_bell: Arc::clone(&outbox_bell),
+    }));
+    deployer.restore().await?;
+    // Subscriptions exist before the relay moves anything left in an
+    // outbox, so no event meets a topic without its subscribers.
+    delivery.sync().await;
 
     let gateway = bind(config.gateway.listen, "gateway").await?;
-    let admin = bind(config.admin.listen, "admin API").await?;
+    let admin_listener = bind(config.admin.listen, "admin API").await?;
     let gateway_addr = gateway.local_addr()?;
-    let admin_addr = admin.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
     let (shutdown, signal) = watch::channel(false);
 
+    let gateway_state = Arc::new(GatewayState {
+        registry: Arc::clone(&registry),
+        runtime,
+        max_body_bytes: config.gateway.max_body_bytes,
+        request_timeout,
+    });
+    let admin_state = Arc::new(AdminState {
+        deployer: Arc::clone(&deployer),
+        registry: Arc::clone(&registry),
+        log: Arc::clone(&log),
+        delivery: Arc::clone(&delivery),
+        token: admin_token.clone(),
+        max_component_bytes: config.admin.max_component_bytes,
+    });
+    let relay = Relay::new(
+        Arc::clone(&registry),
+        log,
+        Arc::clone(&delivery),
+        outbox_bell,
+    );
     let mut tasks = vec![
-        serve(
-            gateway,
-            crate::gateway::app(Arc::clone(&shared)),
-            signal.clone(),
-        ),
-        serve(
-            admin,
-            crate::admin::app(Arc::clone(&shared)),
-            signal.clone(),
-        ),
+        serve(gateway, crate::gateway::app(gateway_state), signal.clone()),
+        serve(admin_listener, admin::app(admin_state), signal.clone()),
+        tokio::spawn(delivery.run(signal.clone())),
+        tokio::spawn(relay.run(signal.clone())),
     ];
     if config.gateway.watch {
-        tasks.push(tokio::spawn(crate::watch::run(Arc::clone(&shared), signal)));
+        let watcher = Watcher::new(Arc::clone(&registry), Arc::clone(&deployer));
+        tasks.push(tokio::spawn(watcher.run(signal)));
     }
     Ok(RunningHost {
         gateway_addr,
         admin_addr,
-        admin_token: shared.admin_token.clone(),
-        shared,
+        admin_token,
+        registry,
+        deployer,
         shutdown,
         tasks,
     })
-}
-
-/// Loads each service's component file. A service that fails is marked
-/// failed (its routes answer 503) and the others still start.
-async fn load_all(shared: &HostShared) {
-    for slot in shared.registry.services() {
-        let path = &slot.component_path;
-        let source = path.display().to_string();
-        let result = match tokio::fs::read(path).await {
-            Ok(bytes) => shared
-                .deployer
-                .deploy(slot, bytes, source.clone())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!(
-                "service `{}`: cannot read {source}: {e}; build the component or fix `component` in gateway.toml",
-                slot.name
-            )),
-        };
-        if let Err(message) = result {
-            tracing::error!("{message}");
-            slot.mark_failed(message);
-        }
-    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -195,51 +179,4 @@ fn serve(
             tracing::error!("listener failed: {e}");
         }
     })
-}
-
-/// The file a generated admin token is kept in.
-pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
-}
-
-/// The admin token: from the environment, else `gateway.toml`, else the
-/// token file in the data directory, generating that file on first use.
-fn admin_token(config: &GatewayConfig, data_dir: &Path) -> anyhow::Result<String> {
-    if let Some(token) = configured_admin_token(config)? {
-        return Ok(token);
-    }
-    let path = admin_token_path(data_dir);
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    write_private(&path, &token)
-        .with_context(|| format!("cannot write the admin token to {}", path.display()))?;
-    tracing::info!("generated an admin token in {}", path.display());
-    Ok(token)
-}
-
-/// The admin token if one is set or was generated before, without generating one.
-pub fn configured_admin_token(config: &GatewayConfig) -> anyhow::Result<Option<String>> {
-    if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV)
-        && !token.trim().is_empty()
-    {
-        return Ok(Some(token.trim().to_owned()));
-    }
-    if let Some(token) = &config.admin.token {
-        return Ok(Some(token.clone()));
-    }
-    let path = admin_token_path(&config.data_dir());
-    match std::fs::read_to_string(&path) {
-        Ok(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_owned())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(contents.as_bytes())
 }

@@ -2,16 +2,22 @@
 //!
 //! The file lives at `<data dir>/services/<name>/kv.redb`, so no key of one
 //! service shares a file, let alone a table, with another's. A bucket is a
-//! table in that file. Every write is its own transaction committed with
-//! redb's default immediate durability (fsync), so a write the guest saw
-//! succeed survives a crash of the host.
+//! table in that file. Every write is one transaction committed with redb's
+//! immediate durability (fsync) before it is acknowledged, so a write the
+//! guest saw succeed survives a `kill -9` of the host (a power loss is up to
+//! the disk honouring fsync).
+//!
+//! The same file holds the service's event outbox: events published in a
+//! [`Batch`] are committed in the same transaction as its writes, and the
+//! event relay moves them to the event log afterwards.
 
 use anyhow::Context as _;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-/// Keys returned by one `list-keys` call.
-const LIST_PAGE: usize = 1000;
+/// Keys returned by one `list-keys` call, and the cap on one scan page.
+pub const PAGE_LIMIT: usize = 1000;
 
 /// Longest bucket name accepted; table names are stored in the file.
 const MAX_BUCKET_NAME: usize = 255;
@@ -19,25 +25,84 @@ const MAX_BUCKET_NAME: usize = 255;
 /// The bucket a guest gets when it opens `""`.
 const DEFAULT_BUCKET: &str = "default";
 
+/// Tables whose names start with this belong to the host, not the guest.
+const RESERVED_PREFIX: &str = "__bazaar";
+
+/// Events waiting for the relay, by sequence number.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("__bazaar/outbox");
+/// Host counters (the next outbox sequence number).
+const META: TableDefinition<&str, u64> = TableDefinition::new("__bazaar/meta");
+const NEXT_OUTBOX_SEQ: &str = "outbox-next-seq";
+
+/// Page cache per store; redb's default (1 GiB per file) would let a host
+/// with many services grow far past its memory.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// One service's store.
 pub struct ServiceStore {
     db: Database,
-    path: PathBuf,
+    dir: PathBuf,
 }
 
-/// A page of keys and the cursor for the next page.
-pub struct KeyPage {
-    /// Keys in this page, in order.
-    pub keys: Vec<String>,
-    /// Pass back to continue; `None` when this was the last page.
-    pub cursor: Option<u64>,
+/// One change in a [`Batch`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Sets `key` to `value`.
+    Set {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Deletes `key`; absent keys are fine.
+    Delete {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+}
+
+/// A condition a [`Batch`] commits under: `key` holds exactly `expected`
+/// (`None` meaning absent).
+#[derive(Debug, Clone)]
+pub struct Condition {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// The value required, or `None` for "absent".
+    pub expected: Option<Vec<u8>>,
+}
+
+/// Conditions, writes and outbox entries committed together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Checked first; one that fails aborts the batch.
+    pub conditions: Vec<Condition>,
+    /// Applied in order.
+    pub writes: Vec<Write>,
+    /// Encoded events appended to the outbox.
+    pub outbox: Vec<Vec<u8>>,
+}
+
+/// Entries of one scan page and where the next starts.
+pub struct ScanPage {
+    /// Keys and values in key order.
+    pub entries: Vec<(String, Vec<u8>)>,
+    /// The last key of this page when more follow.
+    pub next: Option<String>,
 }
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The bucket name is empty-after-defaulting, too long or has control characters.
-    #[error("bucket name {0:?} is invalid: use 1-255 printable characters")]
+    /// The bucket name is too long, has control characters or is reserved.
+    #[error(
+        "bucket name {0:?} is invalid: use 1-255 printable characters not starting with `__bazaar`"
+    )]
     InvalidBucket(String),
     /// An atomic increment found a value that is not a decimal u64.
     #[error("key {0:?} does not hold a counter (a decimal u64)")]
@@ -45,30 +110,46 @@ pub enum StoreError {
     /// An atomic increment would pass u64::MAX.
     #[error("incrementing key {0:?} would overflow")]
     Overflow(String),
+    /// A condition of a batch did not hold.
+    #[error("key {key:?} in bucket {bucket:?} does not hold the expected value")]
+    Conflict {
+        /// The bucket.
+        bucket: String,
+        /// The key whose condition failed.
+        key: String,
+    },
     /// The database itself failed.
     #[error(transparent)]
     Storage(#[from] anyhow::Error),
 }
 
 impl ServiceStore {
+    /// The directory holding `service`'s data under `data_dir`.
+    pub fn dir_of(data_dir: &Path, service: &str) -> PathBuf {
+        data_dir.join("services").join(service)
+    }
+
     /// Opens (creating if needed) the store of `service` under `data_dir`.
     pub fn open(data_dir: &Path, service: &str) -> anyhow::Result<Self> {
-        let dir = data_dir.join("services").join(service);
+        let dir = Self::dir_of(data_dir, service);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let path = dir.join("kv.redb");
-        let db = Database::create(&path).with_context(|| {
-            format!(
-                "cannot open the store of service `{service}` at {}; is another bazaar using this data directory?",
-                path.display()
-            )
-        })?;
-        Ok(Self { db, path })
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .with_context(|| {
+                format!(
+                    "cannot open the store of service `{service}` at {}; is another bazaar using this data directory?",
+                    path.display()
+                )
+            })?;
+        Ok(Self { db, dir })
     }
 
-    /// Where this store lives on disk.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The directory of this store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Checks a guest-chosen bucket name and maps `""` to the default bucket.
@@ -78,7 +159,10 @@ impl ServiceStore {
         } else {
             identifier
         };
-        if name.len() > MAX_BUCKET_NAME || name.chars().any(char::is_control) {
+        if name.len() > MAX_BUCKET_NAME
+            || name.chars().any(char::is_control)
+            || name.starts_with(RESERVED_PREFIX)
+        {
             return Err(StoreError::InvalidBucket(identifier.to_owned()));
         }
         Ok(name.to_owned())
@@ -109,24 +193,137 @@ impl ServiceStore {
             .collect()
     }
 
+    /// Whether `key` exists, without copying its value.
+    pub fn exists(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().context("begin read")?;
+        match txn.open_table(table(bucket)) {
+            Ok(table) => Ok(table.get(key).context("read key")?.is_some()),
+            Err(TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(anyhow::Error::from(e).context("open bucket").into()),
+        }
+    }
+
     /// Writes every pair in one transaction.
     pub fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.write(bucket, |table| {
-            for (key, value) in pairs {
-                table.insert(key.as_str(), value.as_slice())?;
-            }
-            Ok(())
+        let writes = pairs
+            .iter()
+            .map(|(key, value)| Write::Set {
+                bucket: bucket.to_owned(),
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        self.commit(&Batch {
+            writes,
+            ..Batch::default()
         })
     }
 
     /// Deletes every key in one transaction; missing keys are fine.
     pub fn delete_many<K: AsRef<str>>(&self, bucket: &str, keys: &[K]) -> Result<(), StoreError> {
-        self.write(bucket, |table| {
-            for key in keys {
-                table.remove(key.as_ref())?;
-            }
-            Ok(())
+        let writes = keys
+            .iter()
+            .map(|key| Write::Delete {
+                bucket: bucket.to_owned(),
+                key: key.as_ref().to_owned(),
+            })
+            .collect();
+        self.commit(&Batch {
+            writes,
+            ..Batch::default()
         })
+    }
+
+    /// Sets `key` to `new` (`None` deletes) if it holds exactly `expected`
+    /// (`None` meaning absent); returns whether it did.
+    pub fn compare_and_swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let write = match new {
+            Some(value) => Write::Set {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                value,
+            },
+            None => Write::Delete {
+                bucket: bucket.clone(),
+                key: key.clone(),
+            },
+        };
+        let batch = Batch {
+            conditions: vec![Condition {
+                bucket,
+                key,
+                expected,
+            }],
+            writes: vec![write],
+            outbox: Vec::new(),
+        };
+        match self.commit(&batch) {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks every condition of `batch`, then applies its writes and
+    /// appends its outbox entries, all in one durable transaction.
+    pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().context("begin write")?;
+        for condition in &batch.conditions {
+            let current = match txn.open_table(table(&condition.bucket)) {
+                Ok(table) => table
+                    .get(condition.key.as_str())
+                    .context("read key")?
+                    .map(|v| v.value().to_vec()),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(anyhow::Error::from(e).context("open bucket").into()),
+            };
+            if current != condition.expected {
+                txn.abort().context("abort")?;
+                return Err(StoreError::Conflict {
+                    bucket: condition.bucket.clone(),
+                    key: condition.key.clone(),
+                });
+            }
+        }
+        for write in &batch.writes {
+            match write {
+                Write::Set { bucket, key, value } => {
+                    let mut table = txn.open_table(table(bucket)).context("open bucket")?;
+                    table
+                        .insert(key.as_str(), value.as_slice())
+                        .context("write key")?;
+                }
+                Write::Delete { bucket, key } => {
+                    let mut table = txn.open_table(table(bucket)).context("open bucket")?;
+                    table.remove(key.as_str()).context("delete key")?;
+                }
+            }
+        }
+        if !batch.outbox.is_empty() {
+            let mut meta = txn.open_table(META).context("open meta")?;
+            let mut seq = meta
+                .get(NEXT_OUTBOX_SEQ)
+                .context("read outbox sequence")?
+                .map_or(1, |v| v.value());
+            let mut outbox = txn.open_table(OUTBOX).context("open outbox")?;
+            for event in &batch.outbox {
+                outbox
+                    .insert(seq, event.as_slice())
+                    .context("append to outbox")?;
+                seq += 1;
+            }
+            meta.insert(NEXT_OUTBOX_SEQ, seq)
+                .context("write outbox sequence")?;
+        }
+        txn.commit().context("commit")?;
+        Ok(())
     }
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
@@ -154,43 +351,91 @@ impl ServiceStore {
         Ok(next)
     }
 
-    /// One page of the bucket's keys, in key order, starting at `cursor`.
-    pub fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<KeyPage, StoreError> {
-        let skip = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
+    /// Up to `limit` entries whose key starts with `prefix`, after
+    /// `start_after`, in key order, read from one snapshot.
+    pub fn scan(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        let limit = limit.clamp(1, PAGE_LIMIT);
         let txn = self.db.begin_read().context("begin read")?;
         let table = match txn.open_table(table(bucket)) {
             Ok(table) => table,
             Err(TableError::TableDoesNotExist(_)) => {
-                return Ok(KeyPage {
-                    keys: Vec::new(),
-                    cursor: None,
+                return Ok(ScanPage {
+                    entries: Vec::new(),
+                    next: None,
                 });
             }
             Err(e) => return Err(anyhow::Error::from(e).context("open bucket").into()),
         };
-        let mut keys = Vec::new();
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut entries = Vec::new();
         let mut more = false;
-        for entry in table.iter().context("list keys")?.skip(skip) {
-            if keys.len() == LIST_PAGE {
+        for entry in table
+            .range::<&str>((start, Bound::Unbounded))
+            .context("scan")?
+        {
+            let (key, value) = entry.context("read entry")?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if entries.len() == limit {
                 more = true;
                 break;
             }
-            let (key, _) = entry.context("read key")?;
-            keys.push(key.value().to_owned());
+            entries.push((key.to_owned(), value.value().to_vec()));
         }
-        let cursor = more.then(|| (skip + keys.len()) as u64);
-        Ok(KeyPage { keys, cursor })
+        let next = if more {
+            entries.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        Ok(ScanPage { entries, next })
     }
 
-    fn write(
+    /// Up to [`PAGE_LIMIT`] keys after `start_after`, and whether more follow.
+    pub fn list_keys(
         &self,
         bucket: &str,
-        apply: impl FnOnce(&mut redb::Table<&str, &[u8]>) -> Result<(), redb::StorageError>,
-    ) -> Result<(), StoreError> {
+        start_after: Option<&str>,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let page = self.scan(bucket, "", start_after, PAGE_LIMIT)?;
+        let more = page.next.is_some();
+        Ok((page.entries.into_iter().map(|(k, _)| k).collect(), more))
+    }
+
+    /// Up to `limit` outbox entries, oldest first.
+    pub fn outbox_page(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let outbox = match txn.open_table(OUTBOX) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(anyhow::Error::from(e).context("open outbox").into()),
+        };
+        let mut page = Vec::new();
+        for entry in outbox.iter().context("read outbox")?.take(limit) {
+            let (seq, event) = entry.context("read outbox entry")?;
+            page.push((seq.value(), event.value().to_vec()));
+        }
+        Ok(page)
+    }
+
+    /// Removes outbox entries up to and including `seq`, once relayed.
+    pub fn outbox_remove_through(&self, seq: u64) -> Result<(), StoreError> {
         let txn = self.db.begin_write().context("begin write")?;
         {
-            let mut table = txn.open_table(table(bucket)).context("open bucket")?;
-            apply(&mut table).context("write keys")?;
+            let mut outbox = txn.open_table(OUTBOX).context("open outbox")?;
+            outbox
+                .retain_in(..=seq, |_, _| false)
+                .context("trim outbox")?;
         }
         txn.commit().context("commit")?;
         Ok(())
@@ -202,63 +447,4 @@ fn table(bucket: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (ServiceStore, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("bazaar-kv-{}", uuid::Uuid::new_v4()));
-        (ServiceStore::open(&dir, "svc").expect("open store"), dir)
-    }
-
-    #[test]
-    fn values_round_trip_and_missing_buckets_read_empty() {
-        let (store, dir) = store();
-        assert_eq!(store.get("b", "k").expect("get"), None);
-        store
-            .set_many("b", &[("k".into(), b"v".to_vec())])
-            .expect("set");
-        assert_eq!(store.get("b", "k").expect("get"), Some(b"v".to_vec()));
-        assert_eq!(store.get("other", "k").expect("get"), None);
-        store.delete_many("b", &["k"]).expect("delete");
-        assert_eq!(store.get("b", "k").expect("get"), None);
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn increment_counts_and_rejects_non_counters() {
-        let (store, dir) = store();
-        assert_eq!(store.increment("b", "n", 2).expect("inc"), 2);
-        assert_eq!(store.increment("b", "n", 3).expect("inc"), 5);
-        assert_eq!(store.get("b", "n").expect("get"), Some(b"5".to_vec()));
-        store
-            .set_many("b", &[("s".into(), b"text".to_vec())])
-            .expect("set");
-        assert!(matches!(
-            store.increment("b", "s", 1),
-            Err(StoreError::NotACounter(_))
-        ));
-        std::fs::remove_dir_all(dir).ok();
-    }
-
-    #[test]
-    fn list_keys_pages_through_everything() {
-        let (store, dir) = store();
-        let pairs: Vec<(String, Vec<u8>)> = (0..2500)
-            .map(|i| (format!("k{i:05}"), Vec::new()))
-            .collect();
-        store.set_many("b", &pairs).expect("set");
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = store.list_keys("b", cursor).expect("list");
-            seen.extend(page.keys);
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        assert_eq!(seen.len(), 2500);
-        assert_eq!(seen.first().map(String::as_str), Some("k00000"));
-        std::fs::remove_dir_all(dir).ok();
-    }
-}
+mod tests;

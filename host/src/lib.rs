@@ -1,26 +1,35 @@
 //! Bazaar runs an online retailer's microservices as sandboxed WebAssembly
 //! components behind one HTTP gateway.
 //!
-//! A service is a component exporting `wasi:http/incoming-handler`. Each
-//! request runs in a fresh instance; each service gets its own durable
-//! key-value store and config; each can be redeployed or rolled back on its
-//! own while the rest keep serving.
+//! A service is a component exporting `wasi:http/incoming-handler` (and,
+//! to receive events, `bazaar:platform/event-handler`). Each request runs
+//! in a fresh instance; each service gets its own durable key-value store,
+//! config and grants; services call each other in-process and exchange
+//! durable events; each can be deployed, rolled back, added or removed on
+//! its own while the rest keep serving, and every such change survives a
+//! restart.
 //!
 //! # Layout
 //!
-//! - [`config`]: `gateway.toml`, parsed and checked.
+//! - [`config`]: `gateway.toml`, parsed and checked; a service's [`config::ServiceSpec`].
 //! - [`engine`]: the one wasmtime `Engine` and `Linker` (pooling, epochs, code cache).
 //! - [`loader`]: component bytes → a checked, pre-instantiated [`loader::LoadedService`].
-//! - [`registry`]: services and the version each serves, swapped atomically.
-//! - [`deploy`]: deploy and rollback, the only way a version changes.
-//! - [`watch`]: redeploys a service when its component file changes.
+//! - [`artifacts`]: every deployed component, by content hash.
+//! - [`control`]: the deployment records (current version, history, live services).
+//! - [`registry`]: the services, their routes and current versions, swapped atomically.
+//! - [`deploy`]: deploy, rollback, live add and remove, and start-up restore.
+//! - [`watch`]: redeploys a service when its component file's content changes.
 //! - [`router`]: path → service, most specific pattern first.
 //! - [`gateway`]: the public listener: request id, access log, routing, errors.
-//! - [`runtime`]: one request in one fresh instance, under CPU and memory limits.
-//! - [`state`]: per-request store data and a service's grants.
-//! - [`capability`]: wasi:keyvalue, wasi:config, wasi:logging and outbound HTTP.
-//! - [`kvstore`]: each service's redb file.
-//! - [`admin`]: the admin API (deploy, rollback, list, health).
+//! - [`context`]: what travels with a request: id, deadline, call chain, trace.
+//! - [`runtime`]: one request or event in one fresh instance, under limits.
+//! - [`calls`]: service-to-service calls at `http://NAME.internal`, in-process.
+//! - [`state`]: per-request store data.
+//! - [`capability`]: wasi:keyvalue, bazaar:platform (kv, transaction, events),
+//!   wasi:config, wasi:logging, guest stdout/stderr and outbound HTTP.
+//! - [`kvstore`]: each service's redb file, with its event outbox.
+//! - [`events`]: the event log, the outbox relay and delivery to subscribers.
+//! - [`admin`]: the admin API (deploy, rollback, remove, list, events, health).
 //! - [`host`]: assembles and starts all of the above.
 //! - [`cli`]: the `bazaar` command line.
 //!
@@ -37,11 +46,16 @@
 //! ```
 
 pub mod admin;
+pub mod artifacts;
+pub mod calls;
 pub mod capability;
 pub mod cli;
 pub mod config;
+pub mod context;
+pub mod control;
 pub mod deploy;
 pub mod engine;
+pub mod events;
 pub mod gateway;
 pub mod host;
 pub mod kvstore;

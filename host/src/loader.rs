@@ -2,38 +2,55 @@
 //! pre-instantiated, ready for a fresh instance per request.
 //!
 //! The checks run in the order a user fixes them: is it Wasm, is it a
-//! component, can every import be satisfied, does it export the HTTP handler.
+//! component, can every import be satisfied, does it export a handler.
 //! Compilation runs on the blocking pool, never on a request's thread.
 
-use crate::state::HostState;
+use crate::capability::EventHandlerPre;
+use crate::config::ServiceSpec;
+use crate::state::RequestState;
+use http::HeaderValue;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
-use std::time::SystemTime;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-/// The export every service must have.
-const HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+/// The HTTP handler export.
+const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2";
+/// The event handler export.
+const EVENT_EXPORT: &str = "bazaar:platform/event-handler@0.1";
 
 /// One compiled, checked version of a service.
 pub struct LoadedService {
     /// Content hash (SHA-256, hex) of the component: the version's identity.
     pub version: Arc<str>,
-    /// Pre-instantiated component; each request instantiates from this.
-    pub pre: ProxyPre<HostState>,
+    /// The version as a response header value, built once.
+    pub version_header: HeaderValue,
     /// Where the bytes came from (a path, or the admin API).
     pub source: String,
     /// Size of the component in bytes.
     pub size: usize,
-    /// When this version was loaded.
-    pub loaded_at: SystemTime,
+    /// Pre-instantiated HTTP handler, when the component exports one.
+    pub http: Option<ProxyPre<RequestState>>,
+    /// Pre-instantiated event handler, when the component exports one.
+    pub events: Option<EventHandlerPre<RequestState>>,
 }
 
 impl LoadedService {
     /// The first 12 hex digits of the version, for humans.
     pub fn short_version(&self) -> &str {
         short(&self.version)
+    }
+
+    /// Checks that this component can do what `spec` asks of it.
+    pub fn check_fits(&self, spec: &ServiceSpec) -> Result<(), LoadError> {
+        if !spec.routes.is_empty() && self.http.is_none() {
+            return Err(LoadError::NoHttpHandler);
+        }
+        if !spec.subscribes.is_empty() && self.events.is_none() {
+            return Err(LoadError::NoEventHandler);
+        }
+        Ok(())
     }
 }
 
@@ -58,43 +75,49 @@ pub enum LoadError {
     /// Wasmtime rejected it.
     #[error("it is not a valid component: {0}")]
     Invalid(String),
-    /// It does not export the HTTP handler.
+    /// It exports neither handler.
     #[error(
         "it does not export `wasi:http/incoming-handler`; a service must target the wasi:http proxy world (or bazaar:platform/service)"
     )]
     WrongWorld,
+    /// It has routes but no HTTP handler.
+    #[error(
+        "the service has routes but the component does not export `wasi:http/incoming-handler`; build it for the wasi:http proxy world or drop its routes"
+    )]
+    NoHttpHandler,
+    /// It subscribes to topics but has no event handler.
+    #[error(
+        "the service subscribes to topics but the component does not export `bazaar:platform/event-handler`; build it for bazaar:platform/service or drop `subscribes`"
+    )]
+    NoEventHandler,
     /// An import the host cannot provide.
     #[error(
-        "it needs an import Bazaar does not provide ({0}); services may import WASI 0.2, wasi:keyvalue, wasi:config and wasi:logging"
+        "it needs an import Bazaar does not provide ({0}); services may import WASI 0.2, wasi:keyvalue, wasi:config, wasi:logging and bazaar:platform"
     )]
     UnsatisfiedImport(String),
 }
 
-/// Checks and compiles components against one engine and linker.
+/// Checks and compiles components against one engine and linker; cheap to clone.
+#[derive(Clone)]
 pub struct ComponentLoader {
     engine: Engine,
-    linker: Arc<Linker<HostState>>,
+    linker: Arc<Linker<RequestState>>,
 }
 
 impl ComponentLoader {
     /// A loader for `engine`, checking imports against `linker`.
-    pub fn new(engine: Engine, linker: Linker<HostState>) -> Self {
+    pub fn new(engine: Engine, linker: Linker<RequestState>) -> Self {
         Self {
             engine,
             linker: Arc::new(linker),
         }
     }
 
-    /// The engine requests run on.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Checks and compiles `bytes`, whose [`content_hash`] is `version`,
     /// off the async threads.
     pub async fn load(
         &self,
-        bytes: Vec<u8>,
+        bytes: Arc<[u8]>,
         version: String,
         source: String,
     ) -> Result<LoadedService, LoadError> {
@@ -118,7 +141,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 fn load_blocking(
     engine: &Engine,
-    linker: &Linker<HostState>,
+    linker: &Linker<RequestState>,
     bytes: &[u8],
     version: Arc<str>,
     source: String,
@@ -136,19 +159,36 @@ fn load_blocking(
     let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::UnsatisfiedImport(format!("{e:#}")))?;
-    let exports_handler = component
-        .component_type()
-        .exports(engine)
-        .any(|(name, _)| name.starts_with(HANDLER_EXPORT));
-    if !exports_handler {
+    let exports = |prefix: &str| {
+        component
+            .component_type()
+            .exports(engine)
+            .any(|(name, _)| name.starts_with(prefix))
+    };
+    let http = if exports(HTTP_EXPORT) {
+        Some(
+            ProxyPre::new(instance_pre.clone())
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
+        )
+    } else {
+        None
+    };
+    let events = if exports(EVENT_EXPORT) {
+        Some(EventHandlerPre::new(instance_pre).map_err(|e| LoadError::Invalid(format!("{e:#}")))?)
+    } else {
+        None
+    };
+    if http.is_none() && events.is_none() {
         return Err(LoadError::WrongWorld);
     }
-    let pre = ProxyPre::new(instance_pre).map_err(|_| LoadError::WrongWorld)?;
+    let version_header = HeaderValue::from_str(&version)
+        .map_err(|e| LoadError::Invalid(format!("bad version: {e}")))?;
     Ok(LoadedService {
         version,
-        pre,
+        version_header,
         source,
         size: bytes.len(),
-        loaded_at: SystemTime::now(),
+        http,
+        events,
     })
 }

@@ -1,81 +1,110 @@
-//! The services a host runs and the version each is serving.
+//! The services a host runs, their routes, and the version each is serving.
 //!
-//! The set of services and their routes is fixed by `gateway.toml`; what
-//! changes at run time is each service's current version. That lives behind
-//! an `ArcSwap`: a request `load()`s it once and keeps its `Arc` to the end,
-//! so a swap never waits for, or disturbs, a request in flight.
+//! Two levels of hot state, each behind its own `ArcSwap`:
+//! - the set of services and the route table, one [`RegistrySnapshot`],
+//!   replaced whole when a service is added or removed;
+//! - each service's current version, inside its [`ServiceSlot`], swapped on
+//!   deploy and rollback without touching the snapshot.
+//!
+//! A request `load()`s each once and keeps its `Arc`s to the end, so a swap
+//! never waits for, or disturbs, a request in flight.
 
+use crate::capability::outbound::OutboundRule;
+use crate::config::ServiceSpec;
+use crate::kvstore::ServiceStore;
 use crate::loader::LoadedService;
 use crate::router::{RouteError, RouteTable};
-use crate::state::ServiceGrants;
-use arc_swap::ArcSwapOption;
-use serde::Serialize;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http::HeaderValue;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::Notify;
 
-/// One service: its fixed description and its swappable current version.
-pub struct ServiceSlot {
+/// What one service is granted, shared by all its versions and requests.
+pub struct ServiceContext {
     /// The service's name.
-    pub name: String,
-    /// Route patterns it owns.
-    pub routes: Vec<String>,
-    /// The component file named in `gateway.toml`.
-    pub component_path: PathBuf,
-    /// Store, config and outbound grants, shared by all its versions.
-    pub grants: Arc<ServiceGrants>,
-    current: ArcSwapOption<LoadedService>,
-    /// Versions replaced by deploys, newest last, for rollback.
-    history: Mutex<Vec<Arc<LoadedService>>>,
-    /// Why the service has no version, when its first load failed.
-    load_error: Mutex<Option<String>>,
-    /// Serializes deploys and rollbacks of this service (never held by requests).
-    pub(crate) deploy_lock: tokio::sync::Mutex<()>,
+    pub name: Arc<str>,
+    /// The name as a response header value, built once.
+    pub name_header: HeaderValue,
+    /// Routes, grants and config.
+    pub spec: ServiceSpec,
+    /// Its durable store.
+    pub store: Arc<ServiceStore>,
+    /// Its `wasi:config` values.
+    pub config: BTreeMap<String, String>,
+    /// Outside hosts it may call.
+    pub outbound: Arc<[OutboundRule]>,
+    /// Rings the event relay after the store's outbox grew.
+    pub outbox_ready: Arc<Notify>,
 }
 
-/// What `bazaar services` shows for one service.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ServiceStatus {
-    /// Service name.
-    pub name: String,
-    /// `running`, or `failed` when no version could be loaded.
-    pub state: String,
-    /// Current version (content hash), if any.
-    pub version: Option<String>,
-    /// Where the current version came from.
-    pub source: Option<String>,
-    /// Route patterns.
-    pub routes: Vec<String>,
-    /// Versions available for rollback, newest first.
-    pub previous_versions: Vec<String>,
-    /// The load error, when failed.
-    pub error: Option<String>,
+impl ServiceContext {
+    /// The context of `name` with `spec`, over its opened `store`.
+    pub fn new(
+        name: &str,
+        spec: ServiceSpec,
+        store: Arc<ServiceStore>,
+        outbox_ready: Arc<Notify>,
+    ) -> anyhow::Result<Self> {
+        let outbound = spec
+            .allowed_outbound_hosts
+            .iter()
+            .map(|entry| OutboundRule::parse(entry))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("service `{name}`: allowed_outbound_hosts: {e}"))?;
+        Ok(Self {
+            name: name.into(),
+            name_header: HeaderValue::from_str(name)?,
+            config: spec.config_strings(),
+            spec,
+            store,
+            outbound: outbound.into(),
+            outbox_ready,
+        })
+    }
+
+    /// Whether it may call `service`.
+    pub fn may_call(&self, service: &str) -> bool {
+        self.spec.calls.iter().any(|c| c == service)
+    }
+
+    /// Whether it may publish to `topic`.
+    pub fn may_publish(&self, topic: &str) -> bool {
+        self.spec.publishes.iter().any(|t| t == topic)
+    }
+}
+
+/// One service: its context and its swappable current version.
+pub struct ServiceSlot {
+    /// What it is granted.
+    pub context: Arc<ServiceContext>,
+    current: ArcSwapOption<LoadedService>,
+    /// Why it has no version, or why its last deploy from a file failed.
+    error: Mutex<Option<String>>,
+    /// Woken whenever the current version changes.
+    changed: Notify,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values stay consistent at every await-free step, so a
-    // panic elsewhere cannot leave them half-written.
+    // The guarded value is replaced whole, so a panic elsewhere cannot
+    // leave it half-written.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ServiceSlot {
-    /// A slot with no version yet.
-    pub fn new(
-        name: String,
-        routes: Vec<String>,
-        component_path: PathBuf,
-        grants: Arc<ServiceGrants>,
-    ) -> Self {
+    /// A slot serving `version`, if any.
+    pub fn new(context: Arc<ServiceContext>, version: Option<Arc<LoadedService>>) -> Self {
         Self {
-            name,
-            routes,
-            component_path,
-            grants,
-            current: ArcSwapOption::empty(),
-            history: Mutex::new(Vec::new()),
-            load_error: Mutex::new(None),
-            deploy_lock: tokio::sync::Mutex::new(()),
+            context,
+            current: ArcSwapOption::new(version),
+            error: Mutex::new(None),
+            changed: Notify::new(),
         }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.context.name
     }
 
     /// The version serving new requests, if any.
@@ -83,82 +112,82 @@ impl ServiceSlot {
         self.current.load_full()
     }
 
-    /// Makes `next` current in one atomic step, keeping the replaced version
-    /// (up to `keep` of them) for rollback.
-    pub fn swap(&self, next: Arc<LoadedService>, keep: usize) -> Option<Arc<LoadedService>> {
+    /// Makes `next` current in one atomic step and clears any error.
+    pub fn swap(&self, next: Arc<LoadedService>) -> Option<Arc<LoadedService>> {
         let previous = self.current.swap(Some(next));
-        if let Some(previous) = &previous {
-            let mut history = lock(&self.history);
-            history.push(Arc::clone(previous));
-            let excess = history.len().saturating_sub(keep);
-            history.drain(..excess);
-        }
-        *lock(&self.load_error) = None;
+        *lock(&self.error) = None;
+        self.changed.notify_waiters();
         previous
     }
 
-    /// Returns to the newest previous version; `None` if there is none.
-    pub fn roll_back(&self) -> Option<Arc<LoadedService>> {
-        let previous = lock(&self.history).pop()?;
-        self.current.store(Some(Arc::clone(&previous)));
-        Some(previous)
+    /// Records why the service has no version, or why a deploy from its
+    /// file failed while an older version keeps serving.
+    pub fn set_error(&self, error: Option<String>) {
+        *lock(&self.error) = error;
     }
 
-    /// Records why the service could not be loaded at start-up.
-    pub fn mark_failed(&self, error: String) {
-        *lock(&self.load_error) = Some(error);
+    /// The recorded error.
+    pub fn error(&self) -> Option<String> {
+        lock(&self.error).clone()
     }
 
-    /// A snapshot for listing.
-    pub fn status(&self) -> ServiceStatus {
-        let current = self.current();
-        let previous_versions = lock(&self.history)
-            .iter()
-            .rev()
-            .map(|v| v.version.to_string())
-            .collect();
-        ServiceStatus {
-            name: self.name.clone(),
-            state: if current.is_some() {
-                "running"
-            } else {
-                "failed"
-            }
-            .into(),
-            version: current.as_ref().map(|c| c.version.to_string()),
-            source: current.as_ref().map(|c| c.source.clone()),
-            routes: self.routes.clone(),
-            previous_versions,
-            error: lock(&self.load_error).clone(),
-        }
+    /// Resolves at the next version change; create it before checking
+    /// [`Self::current`] so a change in between is not missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 }
 
-/// All services and the routes to them.
-pub struct ServiceRegistry {
+/// The services and routes at one moment.
+#[derive(Default)]
+pub struct RegistrySnapshot {
     services: BTreeMap<String, Arc<ServiceSlot>>,
     routes: RouteTable,
 }
 
-impl ServiceRegistry {
-    /// A registry of `slots`, with a route table built from their routes.
-    pub fn new(slots: Vec<ServiceSlot>) -> Result<Self, RouteError> {
-        let routes = RouteTable::build(
-            slots
-                .iter()
-                .flat_map(|s| s.routes.iter().map(|r| (s.name.as_str(), r.as_str()))),
-        )?;
-        let services = slots
+impl RegistrySnapshot {
+    /// A snapshot of `slots`, with a route table built from their routes.
+    pub fn new(slots: Vec<Arc<ServiceSlot>>) -> Result<Self, RouteError> {
+        let services: BTreeMap<String, Arc<ServiceSlot>> = slots
             .into_iter()
-            .map(|s| (s.name.clone(), Arc::new(s)))
+            .map(|s| (s.name().to_owned(), s))
             .collect();
+        let routes = RouteTable::build(
+            services
+                .values()
+                .flat_map(|s| s.context.spec.routes.iter().map(|r| (s.name(), r.as_str()))),
+        )?;
         Ok(Self { services, routes })
     }
 
-    /// The service owning `path`.
-    pub fn route(&self, path: &str) -> Option<&Arc<ServiceSlot>> {
+    /// This snapshot with `slot` added, or replacing the slot of the same name.
+    pub fn with(&self, slot: Arc<ServiceSlot>) -> Result<Self, RouteError> {
+        let mut slots: Vec<Arc<ServiceSlot>> = self
+            .services
+            .values()
+            .filter(|s| s.name() != slot.name())
+            .cloned()
+            .collect();
+        slots.push(slot);
+        Self::new(slots)
+    }
+
+    /// This snapshot without service `name`.
+    pub fn without(&self, name: &str) -> Self {
+        let slots = self
+            .services
+            .values()
+            .filter(|s| s.name() != name)
+            .cloned()
+            .collect();
+        // Removing routes cannot create a conflict.
+        Self::new(slots).unwrap_or_default()
+    }
+
+    /// The service owning `path`, and the pattern that matched.
+    pub fn route(&self, path: &str) -> Option<(&Arc<ServiceSlot>, &str)> {
         let matched = self.routes.route(path)?;
-        self.services.get(matched.service)
+        Some((self.services.get(matched.service)?, matched.pattern))
     }
 
     /// The service called `name`.
@@ -169,5 +198,44 @@ impl ServiceRegistry {
     /// Every service, by name.
     pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceSlot>> {
         self.services.values()
+    }
+}
+
+/// The current [`RegistrySnapshot`], swapped atomically.
+pub struct ServiceRegistry {
+    snapshot: ArcSwap<RegistrySnapshot>,
+    /// Counts snapshot changes, for consumers that follow them.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ServiceRegistry {
+    fn default() -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(RegistrySnapshot::default()),
+            generation: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl ServiceRegistry {
+    /// The services and routes now.
+    pub fn load(&self) -> Arc<RegistrySnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The service called `name`, now.
+    pub fn get(&self, name: &str) -> Option<Arc<ServiceSlot>> {
+        self.snapshot.load().get(name).cloned()
+    }
+
+    /// Replaces the snapshot. Callers serialize changes among themselves.
+    pub fn replace(&self, next: RegistrySnapshot) {
+        self.snapshot.store(Arc::new(next));
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// A receiver that changes whenever the set of services does.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 }

@@ -2,7 +2,7 @@
 //! `[services.NAME.config]` table.
 
 use super::generated::wasi::config::store;
-use crate::state::HostState;
+use crate::state::RequestState;
 use std::collections::BTreeMap;
 use wasmtime::component::{HasData, Linker};
 
@@ -18,7 +18,7 @@ impl HasData for HasConfig {
 }
 
 /// Adds `wasi:config/store` to `linker`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
     store::add_to_linker::<_, HasConfig>(linker, |state| ConfigView {
         values: state.config_values(),
     })

@@ -1,16 +1,20 @@
-//! `wasi:keyvalue` (store, atomics, batch) over the service's own
-//! [`ServiceStore`].
+//! `wasi:keyvalue` (store, atomics, batch) and `bazaar:platform/kv` (scan,
+//! compare-and-swap) over the service's own [`ServiceStore`].
 //!
 //! The host picks the store from the service the request was routed to; the
 //! guest only names a bucket inside it, so no identifier a guest can send
-//! reaches another service's data. Writes fsync, so they run on the blocking
-//! pool instead of stalling the async workers.
+//! reaches another service's data. Store calls (writes fsync) run on the
+//! blocking pool instead of stalling the async workers.
 
+use super::generated::bazaar::platform::kv;
 use super::generated::wasi::keyvalue::{atomics, batch, store};
-use crate::kvstore::{ServiceStore, StoreError};
-use crate::state::HostState;
+use crate::kvstore::{PAGE_LIMIT, ServiceStore, StoreError};
+use crate::state::RequestState;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
+
+/// Most `list-keys` pages one request may walk; each keeps one key.
+const MAX_LIST_CURSORS: usize = 10_000;
 
 /// The host side of a `bucket` resource: a checked bucket name.
 pub struct Bucket {
@@ -45,10 +49,22 @@ impl From<StoreError> for KeyValueError {
     }
 }
 
-/// What a key-value call may touch: the service's store and the resource table.
+impl KeyValueError {
+    /// The guest-visible form.
+    pub(crate) fn into_guest(self) -> store::Error {
+        match self {
+            Self::AccessDenied => store::Error::AccessDenied,
+            Self::Other(message) => store::Error::Other(message),
+        }
+    }
+}
+
+/// What a key-value call may touch: the service's store, the resource
+/// table, and the request's list cursors.
 pub struct KeyValueView<'a> {
     store: &'a Arc<ServiceStore>,
     table: &'a mut ResourceTable,
+    list_cursors: &'a mut Vec<String>,
 }
 
 struct HasKeyValue;
@@ -57,35 +73,52 @@ impl HasData for HasKeyValue {
     type Data<'a> = KeyValueView<'a>;
 }
 
-/// Adds `wasi:keyvalue/{store,atomics,batch}` to `linker`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    fn view(state: &mut HostState) -> KeyValueView<'_> {
-        let (store, table) = state.keyvalue_parts();
-        KeyValueView { store, table }
+/// Adds `wasi:keyvalue/{store,atomics,batch}` and `bazaar:platform/kv` to `linker`.
+pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
+    fn view(state: &mut RequestState) -> KeyValueView<'_> {
+        let parts = state.keyvalue_parts();
+        KeyValueView {
+            store: parts.store,
+            table: parts.table,
+            list_cursors: parts.list_cursors,
+        }
     }
     store::add_to_linker::<_, HasKeyValue>(linker, view)?;
     atomics::add_to_linker::<_, HasKeyValue>(linker, view)?;
     batch::add_to_linker::<_, HasKeyValue>(linker, view)?;
+    kv::add_to_linker::<_, HasKeyValue>(linker, view)?;
     Ok(())
+}
+
+/// The checked name of the bucket behind `bucket`.
+pub(crate) fn bucket_name(
+    table: &ResourceTable,
+    bucket: &Resource<Bucket>,
+) -> Result<String, KeyValueError> {
+    Ok(table.get(bucket)?.name.clone())
+}
+
+/// Runs a store operation on the blocking pool.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    store: Arc<ServiceStore>,
+    op: impl FnOnce(&ServiceStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, KeyValueError> {
+    match tokio::task::spawn_blocking(move || op(&store)).await {
+        Ok(result) => Ok(result?),
+        Err(join) => Err(KeyValueError::Other(format!("store task failed: {join}"))),
+    }
 }
 
 impl KeyValueView<'_> {
     fn bucket(&self, bucket: &Resource<Bucket>) -> Result<String, KeyValueError> {
-        Ok(self.table.get(bucket)?.name.clone())
+        bucket_name(self.table, bucket)
     }
 
-    /// Runs a store operation on the blocking pool.
     fn run<T: Send + 'static>(
         &self,
         op: impl FnOnce(&ServiceStore) -> Result<T, StoreError> + Send + 'static,
     ) -> impl Future<Output = Result<T, KeyValueError>> + Send + 'static {
-        let store = Arc::clone(self.store);
-        async move {
-            match tokio::task::spawn_blocking(move || op(&store)).await {
-                Ok(result) => Ok(result?),
-                Err(join) => Err(KeyValueError::Other(format!("store task failed: {join}"))),
-            }
-        }
+        run_blocking(Arc::clone(self.store), op)
     }
 }
 
@@ -96,10 +129,7 @@ impl store::Host for KeyValueView<'_> {
     }
 
     fn convert_error(&mut self, err: KeyValueError) -> wasmtime::Result<store::Error> {
-        Ok(match err {
-            KeyValueError::AccessDenied => store::Error::AccessDenied,
-            KeyValueError::Other(message) => store::Error::Other(message),
-        })
+        Ok(err.into_guest())
     }
 }
 
@@ -135,20 +165,50 @@ impl store::HostBucket for KeyValueView<'_> {
         key: String,
     ) -> Result<bool, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| Ok(s.get(&bucket, &key)?.is_some())).await
+        self.run(move |s| s.exists(&bucket, &key)).await
     }
 
+    /// Pages by key: the cursor stands for the last key returned, kept in
+    /// this request's state, so pages stay stable under concurrent writes.
     async fn list_keys(
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        let page = self.run(move |s| s.list_keys(&bucket, cursor)).await?;
-        Ok(store::KeyResponse {
-            keys: page.keys,
-            cursor: page.cursor,
-        })
+        let after = match cursor {
+            None => None,
+            Some(n) => Some(
+                usize::try_from(n)
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| self.list_cursors.get(i))
+                    .cloned()
+                    .ok_or_else(|| {
+                        KeyValueError::Other(
+                            "unknown cursor: a cursor is valid only within the request that received it"
+                                .into(),
+                        )
+                    })?,
+            ),
+        };
+        let (keys, more) = self
+            .run(move |s| s.list_keys(&bucket, after.as_deref()))
+            .await?;
+        let cursor = match keys.last() {
+            Some(last) if more => {
+                if self.list_cursors.len() >= MAX_LIST_CURSORS {
+                    return Err(KeyValueError::Other(
+                        "too many list-keys pages in one request; use bazaar:platform/kv.scan"
+                            .into(),
+                    ));
+                }
+                self.list_cursors.push(last.clone());
+                Some(self.list_cursors.len() as u64)
+            }
+            _ => None,
+        };
+        Ok(store::KeyResponse { keys, cursor })
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -203,5 +263,37 @@ impl batch::Host for KeyValueView<'_> {
     ) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
         self.run(move |s| s.delete_many(&bucket, &keys)).await
+    }
+}
+
+impl kv::Host for KeyValueView<'_> {
+    async fn scan(
+        &mut self,
+        bucket: Resource<Bucket>,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> Result<kv::Page, KeyValueError> {
+        let bucket = self.bucket(&bucket)?;
+        let limit = usize::try_from(limit).unwrap_or(PAGE_LIMIT);
+        let page = self
+            .run(move |s| s.scan(&bucket, &prefix, start_after.as_deref(), limit))
+            .await?;
+        Ok(kv::Page {
+            entries: page.entries,
+            next: page.next,
+        })
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, KeyValueError> {
+        let bucket = self.bucket(&bucket)?;
+        self.run(move |s| s.compare_and_swap(&bucket, &key, expected, new))
+            .await
     }
 }

@@ -1,12 +1,17 @@
 //! `wasi:logging/logging` → `tracing`, with the service and version on every
-//! line so logs from many services in one host stay attributable.
+//! line (and the request id, through the request's span) so logs from many
+//! services in one host stay attributable. Messages are capped and their
+//! control characters escaped, so a guest cannot forge host log lines.
 
 use super::generated::wasi::logging::logging::{self, Level};
-use crate::state::HostState;
+use super::stdio::escape_controls;
+use crate::state::RequestState;
 use wasmtime::component::{HasData, Linker};
 
 /// Longest message kept; the rest is cut so a guest cannot flood the log.
 const MAX_MESSAGE: usize = 16 * 1024;
+/// Longest context kept.
+const MAX_CONTEXT: usize = 256;
 
 /// Who is logging.
 pub struct LogView<'a> {
@@ -21,7 +26,7 @@ impl HasData for HasLogging {
 }
 
 /// Adds `wasi:logging/logging` to `linker`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
     logging::add_to_linker::<_, HasLogging>(linker, |state| {
         let (service, version) = state.identity();
         LogView { service, version }
@@ -32,21 +37,17 @@ impl logging::Host for LogView<'_> {
     async fn log(
         &mut self,
         level: Level,
-        context: String,
+        mut context: String,
         mut message: String,
     ) -> wasmtime::Result<()> {
-        if message.len() > MAX_MESSAGE {
-            let mut cut = MAX_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
-        let (service, version) = (self.service, self.version);
+        truncate(&mut message, MAX_MESSAGE);
+        truncate(&mut context, MAX_CONTEXT);
+        let message = escape_controls(&message);
+        let context = escape_controls(&context);
+        let (service, version) = (self.service, crate::loader::short(self.version));
         macro_rules! emit {
             ($level:expr) => {
-                tracing::event!(target: "bazaar::guest", $level, service, version, context, "{message}")
+                tracing::event!(target: "bazaar::guest", $level, service = %service, version = %version, context = %context, "{message}")
             };
         }
         match level {
@@ -57,5 +58,17 @@ impl logging::Host for LogView<'_> {
             Level::Error | Level::Critical => emit!(tracing::Level::ERROR),
         }
         Ok(())
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut.
+fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
     }
 }

@@ -1,24 +1,33 @@
 //! The capabilities Bazaar adds to WASI 0.2, one module each.
 //!
-//! All of them come from one `bindgen!` of the `bazaar:platform/capabilities`
+//! All of them come from one `bindgen!` of the `bazaar:platform/platform`
 //! world in `wit/`. Each module follows the same shape: a view borrowed from
 //! the store's data, the generated `Host` traits implemented on that view, and
 //! an `add_to_linker`. Every call is a `tracing` span, and a guest-visible
 //! error (a missing key, a denied bucket) never becomes a trap.
 
 pub mod config;
+pub mod events;
 pub mod keyvalue;
 pub mod logging;
 pub mod outbound;
+pub mod stdio;
+pub mod transaction;
 
 #[allow(missing_docs, reason = "bindgen-generated code")]
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "bazaar:platform/capabilities",
-        imports: { default: async | tracing | trappable },
+        world: "bazaar:platform/platform",
+        imports: {
+            // Config values may be secrets: no argument or result logging.
+            "wasi:config/store": async | trappable,
+            default: async | tracing | trappable,
+        },
+        exports: { default: async },
         with: {
             "wasi:keyvalue/store.bucket": super::keyvalue::Bucket,
+            "bazaar:platform/transaction.transaction": super::transaction::PendingTransaction,
         },
         trappable_error_type: {
             "wasi:keyvalue/store.error" => super::keyvalue::KeyValueError,
@@ -27,12 +36,19 @@ mod generated {
     });
 }
 
-use crate::state::HostState;
+/// A component pre-instantiated for calls to its `event-handler` export.
+pub use generated::PlatformPre as EventHandlerPre;
+/// An event as the guest's `event-handler` receives it.
+pub use generated::bazaar::platform::events::Event as GuestEvent;
+
+use crate::state::RequestState;
 use wasmtime::component::Linker;
 
 /// Adds every Bazaar capability to `linker`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> {
     keyvalue::add_to_linker(linker)?;
+    transaction::add_to_linker(linker)?;
+    events::add_to_linker(linker)?;
     config::add_to_linker(linker)?;
     logging::add_to_linker(linker)?;
     Ok(())

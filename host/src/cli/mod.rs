@@ -1,13 +1,19 @@
-//! The `bazaar` command line: `serve` runs a host; `deploy`, `rollback` and
-//! `services` talk to a running host's admin API.
+//! The `bazaar` command line: `serve` runs a host; the other commands talk
+//! to a running host's admin API.
 
-use crate::config::GatewayConfig;
-use crate::deploy::DeployOutcome;
-use crate::host::{self, ADMIN_TOKEN_ENV};
+mod client;
+mod print;
+
+pub use client::{AdminArgs, AdminClient};
+
+use crate::config::{ConfigValue, GatewayConfig, ServiceSpec};
+use crate::deploy::{DeployOutcome, RemoveOutcome, ServiceStatus};
+use crate::events::{DeadLetter, SubscriptionStats};
+use crate::host;
 use crate::loader::short;
-use crate::registry::ServiceStatus;
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use reqwest::Method;
 use std::path::{Path, PathBuf};
 
 /// Runs an online retailer's microservices as sandboxed Wasm components.
@@ -25,31 +31,56 @@ pub struct Cli {
 /// A `bazaar` subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start every service in the gateway file.
+    /// Start every service in the gateway file (and those added live).
     Serve {
         /// Redeploy a service when its component file changes.
         #[arg(long)]
         watch: bool,
     },
-    /// Hot-swap one service on a running host.
+    /// Deploy a component to a service on a running host, adding the
+    /// service when it is new (give it --route or --subscribes then).
     Deploy {
-        /// The service, as named in the gateway file.
+        /// The service.
         service: String,
         /// The component to deploy.
         file: PathBuf,
+        /// Routes and grants of a service added live.
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Refuse (409) unless this version is current; `none` for a new service.
+        #[arg(long)]
+        expect: Option<String>,
         /// How to reach the admin API.
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Return a service to its previous version.
+    /// Activate an earlier version of a service (or, with --to, any kept one).
     Rollback {
         /// The service.
         service: String,
+        /// The version to activate (a hash prefix from `bazaar services`).
+        #[arg(long)]
+        to: Option<String>,
+        /// Refuse (409) unless this version is current; by default the
+        /// version current when the command starts, so a retry is harmless.
+        #[arg(long)]
+        expect: Option<String>,
         /// How to reach the admin API.
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// List services with their version, routes and state.
+    /// Take a service out of a running host.
+    Remove {
+        /// The service.
+        service: String,
+        /// Delete its data (key-value store, events) too.
+        #[arg(long)]
+        purge: bool,
+        /// How to reach the admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List services with their version, origin, routes and state.
     Services {
         /// How to reach the admin API.
         #[command(flatten)]
@@ -58,78 +89,276 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List event subscriptions with their backlog and dead letters.
+    Events {
+        /// How to reach the admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List dead letters.
+    DeadLetters {
+        /// Only this subscriber's.
+        #[arg(long)]
+        subscriber: Option<String>,
+        /// How to reach the admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver a subscriber's dead letters again.
+    Replay {
+        /// The subscriber.
+        subscriber: String,
+        /// Only this topic's.
+        #[arg(long)]
+        topic: Option<String>,
+        /// How to reach the admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
-/// Where the admin API is and how to authenticate.
-#[derive(Debug, clap::Args)]
-pub struct AdminArgs {
-    /// Admin API base URL; defaults to `[admin] listen` of the gateway file.
-    #[arg(long)]
-    pub admin_url: Option<String>,
-    /// Admin token; defaults to $BAZAAR_ADMIN_TOKEN, the gateway file, or
-    /// the token file in the data directory.
-    #[arg(long)]
-    pub token: Option<String>,
+/// Routes, grants and config given with a deploy.
+#[derive(Debug, Default, clap::Args)]
+pub struct SpecArgs {
+    /// A route pattern the service owns (repeatable).
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// A service it may call (repeatable).
+    #[arg(long = "calls")]
+    pub calls: Vec<String>,
+    /// A topic it may publish to (repeatable).
+    #[arg(long = "publishes")]
+    pub publishes: Vec<String>,
+    /// A topic it receives (repeatable).
+    #[arg(long = "subscribes")]
+    pub subscribes: Vec<String>,
+    /// An outside host it may call, `scheme://host[:port]` (repeatable).
+    #[arg(long = "outbound")]
+    pub outbound: Vec<String>,
+    /// A config value, `KEY=VALUE` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// A TOML file with the same keys as a `[services.NAME]` section
+    /// (`routes`, `calls`, `publishes`, `subscribes`,
+    /// `allowed_outbound_hosts`, `[config]`); flags add to it.
+    #[arg(long = "spec")]
+    pub spec_file: Option<PathBuf>,
+}
+
+impl SpecArgs {
+    /// The spec, when any part of one was given.
+    pub fn spec(&self) -> anyhow::Result<Option<ServiceSpec>> {
+        let mut spec = match &self.spec_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid service spec", path.display()))?
+            }
+            None => ServiceSpec::default(),
+        };
+        let flags = [
+            &self.routes,
+            &self.calls,
+            &self.publishes,
+            &self.subscribes,
+            &self.outbound,
+            &self.set,
+        ];
+        if self.spec_file.is_none() && flags.iter().all(|f| f.is_empty()) {
+            return Ok(None);
+        }
+        spec.routes.extend(self.routes.iter().cloned());
+        spec.calls.extend(self.calls.iter().cloned());
+        spec.publishes.extend(self.publishes.iter().cloned());
+        spec.subscribes.extend(self.subscribes.iter().cloned());
+        spec.allowed_outbound_hosts
+            .extend(self.outbound.iter().cloned());
+        for pair in &self.set {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("--set takes KEY=VALUE, not `{pair}`"))?;
+            spec.config
+                .insert(key.to_owned(), ConfigValue::String(value.to_owned()));
+        }
+        Ok(Some(spec))
+    }
 }
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
     match cli.command {
-        Command::Serve { watch } => serve(&cli.config, watch).await,
+        Command::Serve { watch } => serve(&config, watch).await,
         Command::Deploy {
             service,
             file,
+            spec,
+            expect,
+            admin,
+        } => deploy(&config, admin, &service, &file, &spec, expect).await,
+        Command::Rollback {
+            service,
+            to,
+            expect,
+            admin,
+        } => rollback(&config, admin, &service, to, expect).await,
+        Command::Remove {
+            service,
+            purge,
             admin,
         } => {
-            let client = AdminClient::new(&cli.config, admin)?;
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let outcome: DeployOutcome = client
-                .send_file(&format!("/services/{service}"), &file, bytes)
-                .await?;
-            if outcome.changed {
-                println!(
-                    "deployed {} to `{service}`: version {} (was {})",
-                    file.display(),
-                    short(&outcome.version),
-                    outcome.previous.as_deref().map(short).unwrap_or("none")
-                );
-            } else {
-                println!(
-                    "`{service}` already runs version {}",
-                    short(&outcome.version)
-                );
-            }
-            Ok(())
-        }
-        Command::Rollback { service, admin } => {
-            let client = AdminClient::new(&cli.config, admin)?;
-            let outcome: DeployOutcome = client
-                .send(
-                    reqwest::Method::POST,
-                    &format!("/services/{service}/rollback"),
-                    Vec::new(),
-                )
-                .await?;
-            println!(
-                "rolled back `{service}` to version {}",
-                short(&outcome.version)
-            );
+            let client = AdminClient::new(&config, admin)?;
+            let request = client
+                .request(Method::DELETE, &format!("/services/{service}"))
+                .query(&[("purge", purge)]);
+            let outcome: RemoveOutcome = client.exchange(request).await?;
+            let data = if outcome.purged { "deleted" } else { "kept" };
+            println!("removed `{service}`; its data is {data}");
             Ok(())
         }
         Command::Services { admin, json } => {
-            let client = AdminClient::new(&cli.config, admin)?;
+            let client = AdminClient::new(&config, admin)?;
             let services: Vec<ServiceStatus> = client
-                .send(reqwest::Method::GET, "/services", Vec::new())
+                .exchange(client.request(Method::GET, "/services"))
                 .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&services)?);
-            } else {
-                print_services(&services);
+            show(json, &services, print::services)
+        }
+        Command::Events { admin, json } => {
+            let client = AdminClient::new(&config, admin)?;
+            let stats: Vec<SubscriptionStats> = client
+                .exchange(client.request(Method::GET, "/events"))
+                .await?;
+            show(json, &stats, print::subscriptions)
+        }
+        Command::DeadLetters {
+            subscriber,
+            admin,
+            json,
+        } => {
+            let client = AdminClient::new(&config, admin)?;
+            let mut request = client.request(Method::GET, "/events/dead-letters");
+            if let Some(subscriber) = &subscriber {
+                request = request.query(&[("subscriber", subscriber)]);
             }
+            let letters: Vec<DeadLetter> = client.exchange(request).await?;
+            show(json, &letters, print::dead_letters)
+        }
+        Command::Replay {
+            subscriber,
+            topic,
+            admin,
+        } => {
+            let client = AdminClient::new(&config, admin)?;
+            let body = serde_json::json!({ "subscriber": subscriber, "topic": topic });
+            let request = client
+                .request(Method::POST, "/events/dead-letters/replay")
+                .json(&body);
+            let answer: serde_json::Value = client.exchange(request).await?;
+            println!(
+                "queued {} dead letter(s) of `{subscriber}` for delivery",
+                answer["replayed"]
+            );
             Ok(())
         }
     }
+}
+
+fn show<T: serde::Serialize>(json: bool, items: &[T], table: fn(&[T])) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else {
+        table(items);
+    }
+    Ok(())
+}
+
+async fn deploy(
+    config: &Path,
+    admin: AdminArgs,
+    service: &str,
+    file: &Path,
+    spec: &SpecArgs,
+    expect: Option<String>,
+) -> anyhow::Result<()> {
+    let client = AdminClient::new(config, admin)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut query = Vec::new();
+    if let Some(spec) = spec.spec()? {
+        query.push(("spec", serde_json::to_string(&spec)?));
+    }
+    if let Some(expect) = expect {
+        query.push(("expected_version", expect));
+    }
+    let request = client
+        .request(Method::PUT, &format!("/services/{service}"))
+        .query(&query)
+        .header(crate::admin::SOURCE_HEADER, file.display().to_string())
+        .body(bytes);
+    let outcome: DeployOutcome = client.exchange(request).await?;
+    if outcome.created {
+        println!(
+            "added service `{service}` from {}: version {}",
+            file.display(),
+            short(&outcome.version)
+        );
+    } else if outcome.changed {
+        println!(
+            "deployed {} to `{service}`: version {} (was {})",
+            file.display(),
+            short(&outcome.version),
+            outcome.previous.as_deref().map(short).unwrap_or("none")
+        );
+    } else {
+        println!(
+            "`{service}` already runs version {}",
+            short(&outcome.version)
+        );
+    }
+    Ok(())
+}
+
+async fn rollback(
+    config: &Path,
+    admin: AdminArgs,
+    service: &str,
+    to: Option<String>,
+    expect: Option<String>,
+) -> anyhow::Result<()> {
+    let client = AdminClient::new(config, admin)?;
+    let expected = match expect {
+        Some(expect) => expect,
+        None => {
+            let status: ServiceStatus = client
+                .exchange(client.request(Method::GET, &format!("/services/{service}")))
+                .await?;
+            status.version.unwrap_or_else(|| "none".into())
+        }
+    };
+    let body = serde_json::json!({ "to": to, "expected_version": expected });
+    let request = client
+        .request(Method::POST, &format!("/services/{service}/rollback"))
+        .json(&body);
+    let outcome: DeployOutcome = client.exchange(request).await?;
+    if outcome.changed {
+        println!(
+            "`{service}` now runs version {} (was {})",
+            short(&outcome.version),
+            outcome.previous.as_deref().map(short).unwrap_or("none")
+        );
+    } else {
+        println!(
+            "`{service}` already runs version {}",
+            short(&outcome.version)
+        );
+    }
+    Ok(())
 }
 
 async fn serve(config_path: &Path, watch: bool) -> anyhow::Result<()> {
@@ -164,108 +393,4 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-fn print_services(services: &[ServiceStatus]) {
-    println!("{:<16} {:<8} {:<14} ROUTES", "SERVICE", "STATE", "VERSION");
-    for s in services {
-        println!(
-            "{:<16} {:<8} {:<14} {}",
-            s.name,
-            s.state,
-            s.version.as_deref().map(short).unwrap_or("-"),
-            s.routes.join(" ")
-        );
-        if let Some(error) = &s.error {
-            println!("  error: {error}");
-        }
-    }
-}
-
-struct AdminClient {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl AdminClient {
-    fn new(config_path: &Path, args: AdminArgs) -> anyhow::Result<Self> {
-        let config = if config_path.exists() || args.admin_url.is_none() || args.token.is_none() {
-            Some(GatewayConfig::load(config_path)?)
-        } else {
-            None
-        };
-        let base = match (args.admin_url, &config) {
-            (Some(url), _) => url.trim_end_matches('/').to_owned(),
-            (None, Some(config)) => format!("http://{}", config.admin.listen),
-            (None, None) => bail!("pass --admin-url or a gateway file with --config"),
-        };
-        let token = match (args.token, &config) {
-            (Some(token), _) => token,
-            (None, Some(config)) => host::configured_admin_token(config)?.with_context(|| {
-                format!("no admin token: set {ADMIN_TOKEN_ENV}, pass --token, or start the host once so it writes one")
-            })?,
-            (None, None) => bail!("pass --token or set {ADMIN_TOKEN_ENV}"),
-        };
-        Ok(Self {
-            base,
-            token,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    async fn send<T: serde::de::DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> anyhow::Result<T> {
-        let request = self.http.request(method, format!("{}{path}", self.base));
-        self.exchange(request.body(body)).await
-    }
-
-    /// PUTs a component, naming its file so the host's errors can too.
-    async fn send_file<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        file: &Path,
-        bytes: Vec<u8>,
-    ) -> anyhow::Result<T> {
-        let request = self
-            .http
-            .put(format!("{}{path}", self.base))
-            .header(crate::admin::SOURCE_HEADER, file.display().to_string())
-            .body(bytes);
-        self.exchange(request).await
-    }
-
-    async fn exchange<T: serde::de::DeserializeOwned>(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
-        let response = request
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the admin API at {}; is `bazaar serve` running?",
-                    self.base
-                )
-            })?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .context("cannot read the admin API's answer")?;
-        if !status.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-                .unwrap_or(text);
-            bail!("{message} (HTTP {status})");
-        }
-        serde_json::from_str(&text)
-            .with_context(|| format!("unexpected answer from the admin API: {text}"))
-    }
 }

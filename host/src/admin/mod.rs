@@ -1,0 +1,180 @@
+//! The admin API: deploy, rollback, add and remove services, watch events.
+//! It has its own listener so it can stay on loopback while the gateway
+//! faces clients, and every route requires the bearer token.
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | GET | `/services` | every service with its versions |
+//! | GET | `/services/{name}` | one service |
+//! | PUT | `/services/{name}` | body: a component; deploy it, or add the service |
+//! | DELETE | `/services/{name}` | remove it (`?purge=true` deletes its data) |
+//! | POST | `/services/{name}/rollback` | back to the version it replaced, or `{"to": V}` |
+//! | GET | `/events` | each subscription's backlog and dead letters |
+//! | GET | `/events/dead-letters` | the dead letters (`?subscriber=NAME`) |
+//! | POST | `/events/dead-letters/replay` | `{"subscriber": S, "topic": T?}` |
+//! | GET | `/healthz` | `ok`, or `degraded` with the failed services |
+
+mod events;
+mod services;
+pub mod token;
+
+use crate::deploy::{DeployError, Deployer};
+use crate::events::EventLog;
+use crate::events::delivery::Delivery;
+use crate::registry::ServiceRegistry;
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{StatusCode, header};
+use std::sync::Arc;
+
+/// Request header naming the uploaded file, so errors can name it too.
+pub const SOURCE_HEADER: &str = "x-bazaar-source";
+
+/// What the admin API needs.
+pub struct AdminState {
+    /// Changes services.
+    pub deployer: Arc<Deployer>,
+    /// The services now.
+    pub registry: Arc<ServiceRegistry>,
+    /// Event backlogs and dead letters.
+    pub log: Arc<dyn EventLog>,
+    /// Woken after a replay.
+    pub delivery: Arc<Delivery>,
+    /// The bearer token.
+    pub token: String,
+    /// `[admin] max_component_bytes`.
+    pub max_component_bytes: usize,
+}
+
+/// The admin router.
+pub fn app(state: Arc<AdminState>) -> Router {
+    let max_component = state.max_component_bytes;
+    Router::new()
+        .route("/services", get(services::list))
+        .route(
+            "/services/{name}",
+            get(services::show)
+                .put(services::deploy)
+                .delete(services::remove),
+        )
+        .route("/services/{name}/rollback", post(services::rollback))
+        .route("/events", get(events::subscriptions))
+        .route("/events/dead-letters", get(events::dead_letters))
+        .route("/events/dead-letters/replay", post(events::replay))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(max_component))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token,
+        ))
+        .with_state(state)
+}
+
+/// A failure of an admin call, with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Missing or wrong bearer token.
+    #[error(
+        "missing or wrong bearer token; pass the admin token as `Authorization: Bearer <token>`"
+    )]
+    Unauthorized,
+    /// The request itself is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing by that name.
+    #[error("{0}")]
+    NotFound(String),
+    /// A deploy, rollback or removal was refused.
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    /// The host failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        use crate::control::VersionError as V;
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Deploy(e) => match e {
+                DeployError::Load { .. }
+                | DeployError::NeedsSpec(_)
+                | DeployError::InvalidSpec { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                DeployError::UnknownService(_) | DeployError::Version(V::Unknown { .. }) => {
+                    StatusCode::NOT_FOUND
+                }
+                DeployError::RouteConflict { .. }
+                | DeployError::SpecFromConfig(_)
+                | DeployError::NotExpected { .. }
+                | DeployError::Version(_) => StatusCode::CONFLICT,
+                DeployError::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "admin call failed");
+        }
+        let body =
+            Json(serde_json::json!({ "error": self.to_string(), "status": status.as_u16() }));
+        let mut response = (status, body).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AdminError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented.is_some_and(|token| token::matches(token, &state.token)) {
+        return Ok(next.run(request).await);
+    }
+    let mut refused = AdminError::Unauthorized.into_response();
+    if request.headers().contains_key(header::CONTENT_LENGTH)
+        || request.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        // The body stays unread, so the connection cannot carry another
+        // request; say so, or a client may reuse it and fail.
+        refused
+            .headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    Ok(refused)
+}
+
+async fn healthz(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    let snapshot = state.registry.load();
+    let failed: Vec<&str> = snapshot
+        .services()
+        .filter(|s| s.current().is_none())
+        .map(|s| s.name())
+        .collect();
+    Json(serde_json::json!({
+        "status": if failed.is_empty() { "ok" } else { "degraded" },
+        "failed_services": failed,
+    }))
+}

@@ -1,0 +1,110 @@
+//! `/services`: list, deploy (or add), remove and roll back.
+
+use super::{AdminError, AdminState, SOURCE_HEADER};
+use crate::config::ServiceSpec;
+use crate::deploy::{DeployOutcome, DeployRequest, RemoveOutcome, ServiceStatus};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Json<Vec<ServiceStatus>> {
+    Json(state.deployer.status())
+}
+
+pub(super) async fn show(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceStatus>, AdminError> {
+    state
+        .deployer
+        .status()
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(Json)
+        .ok_or_else(|| AdminError::NotFound(format!("there is no service `{name}`")))
+}
+
+/// Query of `PUT /services/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeployQuery {
+    /// The service's spec as JSON, to add it or change a live-added one.
+    spec: Option<String>,
+    /// The version the client expects to be current (`none` for a new service).
+    expected_version: Option<String>,
+}
+
+pub(super) async fn deploy(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Query(query): Query<DeployQuery>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Result<Json<DeployOutcome>, AdminError> {
+    let spec = query
+        .spec
+        .map(|text| serde_json::from_str::<ServiceSpec>(&text))
+        .transpose()
+        .map_err(|e| AdminError::BadRequest(format!("the spec of `{name}` is invalid: {e}")))?;
+    let source = headers
+        .get(SOURCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 512)
+        .unwrap_or("the uploaded component")
+        .to_owned();
+    let request = DeployRequest {
+        service: name,
+        bytes: body.to_vec(),
+        source,
+        spec,
+        expected: query.expected_version,
+        from_file: false,
+    };
+    Ok(Json(state.deployer.deploy(request).await?))
+}
+
+/// Body of `POST /services/{name}/rollback`; both fields are optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RollbackBody {
+    /// The version to activate; default: the one the current replaced.
+    to: Option<String>,
+    /// The version the client expects to be current.
+    expected_version: Option<String>,
+}
+
+pub(super) async fn rollback(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<DeployOutcome>, AdminError> {
+    let body: RollbackBody = if body.is_empty() {
+        RollbackBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AdminError::BadRequest(format!("invalid rollback request: {e}")))?
+    };
+    let outcome = state
+        .deployer
+        .rollback(&name, body.to.as_deref(), body.expected_version.as_deref())
+        .await?;
+    Ok(Json(outcome))
+}
+
+/// Query of `DELETE /services/{name}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RemoveQuery {
+    /// Delete the service's data too.
+    purge: bool,
+}
+
+pub(super) async fn remove(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    Query(query): Query<RemoveQuery>,
+) -> Result<Json<RemoveOutcome>, AdminError> {
+    Ok(Json(state.deployer.remove(&name, query.purge).await?))
+}

@@ -1,0 +1,72 @@
+//! Tables the CLI prints.
+
+use crate::deploy::ServiceStatus;
+use crate::events::{DeadLetter, SubscriptionStats};
+use crate::loader::short;
+
+/// `bazaar services`.
+pub fn services(services: &[ServiceStatus]) {
+    println!(
+        "{:<16} {:<8} {:<13} {:<13} {:<40} ROUTES",
+        "SERVICE", "STATE", "VERSION", "ORIGIN", "SOURCE"
+    );
+    for s in services {
+        println!(
+            "{:<16} {:<8} {:<13} {:<13} {:<40} {}",
+            s.name,
+            s.state,
+            s.version.as_deref().map(short).unwrap_or("-"),
+            s.origin,
+            s.source.as_deref().unwrap_or("-"),
+            s.routes.join(" ")
+        );
+        let older: Vec<&str> = s
+            .versions
+            .iter()
+            .filter(|v| !v.current)
+            .map(|v| short(&v.version))
+            .collect();
+        if !older.is_empty() {
+            println!("  other versions: {}", older.join(" "));
+        }
+        if !s.subscribes.is_empty() {
+            println!("  subscribes: {}", s.subscribes.join(" "));
+        }
+        if let Some(error) = &s.error {
+            println!("  error: {error}");
+        }
+    }
+}
+
+/// `bazaar events`.
+pub fn subscriptions(stats: &[SubscriptionStats]) {
+    println!(
+        "{:<16} {:<24} {:>8} {:>8} {:>6}  LAST ERROR",
+        "SUBSCRIBER", "TOPIC", "BACKLOG", "ATTEMPTS", "DEAD"
+    );
+    for s in stats {
+        println!(
+            "{:<16} {:<24} {:>8} {:>8} {:>6}  {}",
+            s.subscriber,
+            s.topic,
+            s.backlog,
+            s.attempts,
+            s.dead_letters,
+            s.last_error.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// `bazaar dead-letters`.
+pub fn dead_letters(letters: &[DeadLetter]) {
+    println!(
+        "{:<16} {:<24} {:<36} {:>8}  ERROR",
+        "SUBSCRIBER", "TOPIC", "EVENT", "ATTEMPTS"
+    );
+    for d in letters {
+        println!(
+            "{:<16} {:<24} {:<36} {:>8}  {}",
+            d.subscriber, d.topic, d.event.id, d.attempts, d.error
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! What travels with one request: its id, its deadline, the chain of
+//! services it has passed through, and its W3C trace context.
+//!
+//! The gateway makes one per client request; a service call derives a child
+//! from the caller's, so the callee shares the id, the deadline and the trace.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Request header carrying the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Request header carrying the W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Request header naming the calling service on a service call. The gateway
+/// strips it from client requests, so a service can trust it.
+pub const CALLER_HEADER: &str = "x-bazaar-caller";
+
+/// The context of one request, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request id, the same for every call the request causes.
+    pub id: Arc<str>,
+    /// When the whole request, calls included, must be done.
+    pub deadline: Instant,
+    /// The services this request has entered, in order.
+    pub chain: Arc<[Arc<str>]>,
+    /// The trace this request belongs to, with this request's span id.
+    pub trace: TraceContext,
+}
+
+impl RequestContext {
+    /// A request from outside: no service entered yet.
+    pub fn new(id: Arc<str>, deadline: Instant, trace: TraceContext) -> Self {
+        Self {
+            id,
+            deadline,
+            chain: Arc::from(Vec::new()),
+            trace,
+        }
+    }
+
+    /// A context for event deliveries and other host-made requests.
+    pub fn internal(id: impl Into<Arc<str>>, deadline: Instant) -> Self {
+        Self::new(id.into(), deadline, TraceContext::new_root())
+    }
+
+    /// How many services the request has entered.
+    pub fn depth(&self) -> usize {
+        self.chain.len()
+    }
+
+    /// Whether `service` is already on the path, so calling it would loop.
+    pub fn has_entered(&self, service: &str) -> bool {
+        self.chain.iter().any(|s| &**s == service)
+    }
+
+    /// The context inside `service`: the same id, deadline and trace, a new
+    /// span, and `service` added to the chain.
+    pub fn enter(&self, service: &Arc<str>) -> Self {
+        let mut chain: Vec<Arc<str>> = self.chain.to_vec();
+        chain.push(Arc::clone(service));
+        Self {
+            id: Arc::clone(&self.id),
+            deadline: self.deadline,
+            chain: chain.into(),
+            trace: self.trace.child(),
+        }
+    }
+
+    /// The chain as `a → b → c`, for error messages.
+    pub fn path(&self) -> String {
+        self.chain.join(" → ")
+    }
+}
+
+/// A W3C trace context (`traceparent`, version 00).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace id, shared by every span of the trace.
+    pub trace_id: [u8; 16],
+    /// The id of the current span.
+    pub span_id: [u8; 8],
+    /// Trace flags; bit 0 is "sampled".
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// A new trace with a random id.
+    pub fn new_root() -> Self {
+        let random = uuid::Uuid::new_v4().into_bytes();
+        let mut span_id = [0; 8];
+        span_id.copy_from_slice(&random[8..]);
+        Self {
+            trace_id: uuid::Uuid::new_v4().into_bytes(),
+            span_id,
+            flags: 1,
+        }
+    }
+
+    /// Continues a client's `traceparent`, or `None` if it is malformed.
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != "00" || parts.next().is_some() {
+            return None;
+        }
+        let trace_id: [u8; 16] = hex(trace)?.try_into().ok()?;
+        let span_id: [u8; 8] = hex(span)?.try_into().ok()?;
+        let flags = *hex(flags)?.first()?;
+        // All-zero ids are invalid by the spec.
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// A child span of this one, in the same trace.
+    pub fn child(&self) -> Self {
+        let random = uuid::Uuid::new_v4().into_bytes();
+        let mut span_id = [0; 8];
+        span_id.copy_from_slice(&random[..8]);
+        Self { span_id, ..*self }
+    }
+
+    /// The trace id as 32 hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        to_hex(&self.trace_id)
+    }
+
+    /// The `traceparent` header value.
+    pub fn header(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            to_hex(&self.trace_id),
+            to_hex(&self.span_id),
+            self.flags
+        )
+    }
+}
+
+fn hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_traceparent_is_continued_with_a_new_span() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parent = TraceContext::parse(header).expect("valid traceparent");
+        assert_eq!(parent.header(), header);
+        let child = parent.child();
+        assert_eq!(child.trace_id, parent.trace_id);
+        assert_ne!(child.span_id, parent.span_id);
+        assert!(
+            child
+                .header()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+    }
+
+    #[test]
+    fn malformed_traceparents_are_refused() {
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-xyz-00f067aa0ba902b7-01",
+        ] {
+            assert!(
+                TraceContext::parse(bad).is_none(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn entering_services_builds_the_chain() {
+        let root = RequestContext::internal("r1", Instant::now());
+        let a: Arc<str> = "a".into();
+        let inside = root.enter(&a).enter(&"b".into());
+        assert_eq!(inside.depth(), 2);
+        assert!(inside.has_entered("a") && !inside.has_entered("c"));
+        assert_eq!(inside.path(), "a → b");
+        assert_eq!(inside.id, root.id);
+    }
+}

@@ -1,0 +1,100 @@
+use super::*;
+
+fn version(name: &str) -> VersionRecord {
+    VersionRecord {
+        version: format!("{name}{}", "0".repeat(63)),
+        source: format!("{name}.wasm"),
+        deployed_at_ms: 0,
+        size: 1,
+        previous: None,
+    }
+}
+
+fn hash(name: &str) -> String {
+    version(name).version
+}
+
+#[test]
+fn rollback_returns_to_what_each_version_replaced_and_forgets_nothing() {
+    let mut record = ServiceRecord::new("s", Origin::GatewayToml, None);
+    for v in ["a", "b", "c"] {
+        record.deploy(version(v), 5);
+    }
+    assert_eq!(record.rollback_target(None), Ok(hash("b")));
+    record.current = Some(hash("b"));
+    assert_eq!(record.rollback_target(None), Ok(hash("a")));
+    // Rolling forward again: c is still known.
+    assert_eq!(record.rollback_target(Some(&hash("c")[..8])), Ok(hash("c")));
+    // A deploy over b remembers b, not c.
+    record.deploy(version("d"), 5);
+    assert_eq!(record.rollback_target(None), Ok(hash("b")));
+    assert_eq!(record.versions.len(), 4);
+}
+
+#[test]
+fn history_is_bounded_and_never_drops_the_current_version() {
+    let mut record = ServiceRecord::new("s", Origin::GatewayToml, None);
+    for v in ["a", "b", "c", "d"] {
+        record.deploy(version(v), 2);
+    }
+    let kept: Vec<&str> = record.versions.iter().map(|v| &v.version[..1]).collect();
+    assert_eq!(kept, ["b", "c", "d"]);
+    assert_eq!(record.current.as_deref(), Some(hash("d").as_str()));
+    record.deploy(version("b"), 2);
+    let kept: Vec<&str> = record.versions.iter().map(|v| &v.version[..1]).collect();
+    assert_eq!(
+        kept,
+        ["c", "d", "b"],
+        "a redeploy moves a version to the end"
+    );
+    assert_eq!(record.rollback_target(None), Ok(hash("d")));
+}
+
+#[test]
+fn the_first_version_has_nothing_to_roll_back_to() {
+    let mut record = ServiceRecord::new("s", Origin::GatewayToml, None);
+    record.deploy(version("a"), 5);
+    assert_eq!(
+        record.rollback_target(None),
+        Err(VersionError::NoEarlier("s".into()))
+    );
+}
+
+#[test]
+fn versions_are_named_by_unique_prefixes_of_seven_or_more_digits() {
+    let mut record = ServiceRecord::new("s", Origin::GatewayToml, None);
+    record.deploy(version("a"), 5);
+    record.deploy(
+        VersionRecord {
+            version: format!("a1{}", "0".repeat(62)),
+            ..version("x")
+        },
+        5,
+    );
+    assert!(matches!(
+        record.resolve("a00"),
+        Err(VersionError::Unknown { .. })
+    ));
+    assert!(matches!(
+        record.resolve("a0000000"),
+        Ok(v) if v == hash("a")
+    ));
+    assert!(record.is_current(&format!("a1{}", "0".repeat(10))));
+    assert!(!record.is_current("a000000"));
+}
+
+#[test]
+fn records_survive_a_reopen() {
+    let dir = std::env::temp_dir().join(format!("bazaar-ctl-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut record = ServiceRecord::new("s", Origin::Live, Some(ServiceSpec::default()));
+    record.deploy(version("a"), 5);
+    {
+        let db = ControlDb::open(&dir).expect("open");
+        db.put(&[&record]).expect("put");
+    }
+    let db = ControlDb::open(&dir).expect("reopen");
+    assert_eq!(db.get("s").expect("get"), Some(record.clone()));
+    assert_eq!(db.all().expect("all"), vec![record]);
+    std::fs::remove_dir_all(dir).ok();
+}

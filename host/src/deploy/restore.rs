@@ -1,0 +1,245 @@
+//! Start-up: bring back exactly what was serving before the host stopped.
+//!
+//! For each service of `gateway.toml`, the recorded current version is
+//! loaded from its artifact, unless the content of the component file
+//! differs from the one last deployed from it (then the file is a new
+//! deploy). Services added live come back from their records; services
+//! removed live stay removed. All components compile in parallel.
+
+use super::{Deployer, Seed};
+use crate::control::{Origin, ServiceRecord, VersionRecord};
+use crate::events::now_ms;
+use crate::kvstore::ServiceStore;
+use crate::loader::{LoadedService, content_hash, short};
+use crate::registry::{RegistrySnapshot, ServiceContext, ServiceSlot};
+use anyhow::Context as _;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Where a service's version comes from at start-up.
+enum Source {
+    /// The component file, as a new deploy.
+    File { bytes: Arc<[u8]>, hash: String },
+    /// The recorded current version.
+    Kept,
+    /// Nothing loadable; the message says why.
+    Missing(String),
+}
+
+struct Plan {
+    name: String,
+    spec: crate::config::ServiceSpec,
+    record: ServiceRecord,
+    source: Source,
+}
+
+impl Deployer {
+    /// Loads every service and installs them in the registry. A service
+    /// that cannot load answers 503 and the others start; a route conflict
+    /// or a store that cannot be opened stops the start.
+    pub async fn restore(&self) -> anyhow::Result<()> {
+        let _serial = self.lock.lock().await;
+        let records: BTreeMap<String, ServiceRecord> = self
+            .control
+            .all()?
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
+        let mut plans = Vec::new();
+        for (name, seed) in &self.seeds {
+            let record = records
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| ServiceRecord::new(name, Origin::GatewayToml, None));
+            if record.removed {
+                tracing::info!(service = %name, "not starting `{name}`: it was removed with `bazaar remove`; `bazaar deploy {name} FILE` brings it back");
+                continue;
+            }
+            plans.push(plan_seed(name, seed, record));
+        }
+        for record in records.values() {
+            if record.origin != Origin::Live
+                || record.removed
+                || self.seeds.contains_key(&record.name)
+            {
+                continue;
+            }
+            let Some(spec) = record.spec.clone() else {
+                tracing::error!(service = %record.name, "the record of live service `{}` has no spec; deploy it again", record.name);
+                continue;
+            };
+            plans.push(Plan {
+                name: record.name.clone(),
+                spec,
+                record: record.clone(),
+                source: Source::Kept,
+            });
+        }
+
+        let loads: Vec<_> = plans.iter().map(|plan| self.start_load(plan)).collect();
+        let mut slots = Vec::new();
+        let mut changed = Vec::new();
+        for (mut plan, load) in plans.into_iter().zip(loads) {
+            let loaded = match load {
+                Some(task) => task
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the compiler task failed: {e}"))),
+                None => Err(match &plan.source {
+                    Source::Missing(why) => why.clone(),
+                    _ => "nothing to load".into(),
+                }),
+            };
+            let loaded = self.settle(&mut plan, loaded, &mut changed).await;
+            let store = ServiceStore::open(&self.data_dir, &plan.name)?;
+            let context = ServiceContext::new(
+                &plan.name,
+                plan.spec.clone(),
+                Arc::new(store),
+                Arc::clone(&self.outbox_bell),
+            )?;
+            let (version, error) = match loaded {
+                Ok(loaded) => (Some(Arc::new(loaded)), None),
+                Err(error) => {
+                    tracing::error!(service = %plan.name, "{error}");
+                    (None, Some(error))
+                }
+            };
+            let slot = ServiceSlot::new(Arc::new(context), version);
+            slot.set_error(error);
+            slots.push(Arc::new(slot));
+        }
+        let snapshot = RegistrySnapshot::new(slots)
+            .context("two services claim the same route; change one of them in gateway.toml or remove the live one")?;
+        let refs: Vec<&ServiceRecord> = changed.iter().collect();
+        self.control.put(&refs)?;
+        self.registry.replace(snapshot);
+        Ok(())
+    }
+
+    /// Starts compiling what `plan` serves, on the blocking pool.
+    fn start_load(
+        &self,
+        plan: &Plan,
+    ) -> Option<tokio::task::JoinHandle<Result<LoadedService, String>>> {
+        let loader = self.loader.clone();
+        let name = plan.name.clone();
+        match &plan.source {
+            Source::File { bytes, hash } => {
+                let (bytes, hash) = (Arc::clone(bytes), hash.clone());
+                let source = self
+                    .seeds
+                    .get(&name)
+                    .map_or_else(String::new, |s| s.path.display().to_string());
+                Some(tokio::spawn(async move {
+                    loader
+                        .load(bytes, hash, source.clone())
+                        .await
+                        .map_err(|e| format!("cannot deploy {source} to service `{name}`: {e}"))
+                }))
+            }
+            Source::Kept => {
+                let current = plan.record.current_record()?.clone();
+                let artifacts = Arc::clone(&self.artifacts);
+                Some(tokio::spawn(async move {
+                    let version = current.version.clone();
+                    let bytes = tokio::task::spawn_blocking(move || artifacts.get(&version))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("service `{name}`: {e:#}"))?;
+                    loader
+                        .load(bytes.into(), current.version.clone(), current.source)
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "service `{name}`: version {} no longer loads: {e}",
+                                short(&current.version)
+                            )
+                        })
+                }))
+            }
+            Source::Missing(_) => None,
+        }
+    }
+
+    /// Records a file deploy that loaded, or falls back to the recorded
+    /// version when the file did not; checks the component fits the spec.
+    async fn settle(
+        &self,
+        plan: &mut Plan,
+        loaded: Result<LoadedService, String>,
+        changed: &mut Vec<ServiceRecord>,
+    ) -> Result<LoadedService, String> {
+        let loaded = match (&plan.source, loaded) {
+            (Source::File { bytes, hash }, Ok(loaded)) => {
+                let artifacts = Arc::clone(&self.artifacts);
+                let (stored, bytes) = (hash.clone(), Arc::clone(bytes));
+                tokio::task::spawn_blocking(move || artifacts.put(&stored, &bytes))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{e:#}"))?;
+                let record = &mut plan.record;
+                record.seed = Some(hash.clone());
+                if record.current.as_deref() != Some(hash.as_str()) {
+                    record.deploy(
+                        VersionRecord {
+                            version: hash.clone(),
+                            source: loaded.source.clone(),
+                            deployed_at_ms: now_ms(),
+                            size: loaded.size as u64,
+                            previous: None,
+                        },
+                        self.keep_versions,
+                    );
+                    tracing::info!(service = %plan.name, version = short(hash), "deployed the component file");
+                }
+                changed.push(record.clone());
+                Ok(loaded)
+            }
+            (Source::File { .. }, Err(error)) if plan.record.current.is_some() => {
+                tracing::error!(service = %plan.name, "{error}; the recorded version keeps serving");
+                plan.source = Source::Kept;
+                match self.start_load(plan) {
+                    Some(task) => task.await.map_err(|e| e.to_string())?,
+                    None => Err(error),
+                }
+            }
+            (_, result) => result,
+        }?;
+        loaded
+            .check_fits(&plan.spec)
+            .map_err(|e| format!("service `{}`: {e}", plan.name))?;
+        Ok(loaded)
+    }
+}
+
+fn plan_seed(name: &str, seed: &Seed, mut record: ServiceRecord) -> Plan {
+    record.origin = Origin::GatewayToml;
+    record.spec = None;
+    let source = match std::fs::read(&seed.path) {
+        Ok(bytes) => {
+            let hash = content_hash(&bytes);
+            if record.seed.as_deref() != Some(hash.as_str()) || record.current.is_none() {
+                Source::File {
+                    bytes: bytes.into(),
+                    hash,
+                }
+            } else {
+                Source::Kept
+            }
+        }
+        Err(e) if record.current.is_some() => {
+            tracing::warn!(service = %name, "cannot read {}: {e}; serving the recorded version", seed.path.display());
+            Source::Kept
+        }
+        Err(e) => Source::Missing(format!(
+            "service `{name}`: cannot read {}: {e}; build the component or fix `component` in gateway.toml",
+            seed.path.display()
+        )),
+    };
+    Plan {
+        name: name.to_owned(),
+        spec: seed.spec.clone(),
+        record,
+        source,
+    }
+}
