@@ -18,7 +18,7 @@ async fn bazaar(host: &TestHost, args: &[&str]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_rollback_and_services_commands() {
     let host = TestHost::start().await;
     let hello = wasm("hello");

@@ -1,8 +1,6 @@
-use crate::support::{self, STANDARD_SERVICES, TestHost};
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use crate::support::{self, BinaryHost, STANDARD_SERVICES, TestHost};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_cannot_read_each_others_keys() {
     let host = TestHost::start().await;
     let put = host
@@ -45,7 +43,7 @@ async fn services_cannot_read_each_others_keys() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_are_atomic_per_service() {
     let host = TestHost::start().await;
     let mut tasks = Vec::new();
@@ -79,7 +77,7 @@ async fn counters_are_atomic_per_service() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_reads_only_its_own_config() {
     let host = TestHost::start().await;
     assert_eq!(
@@ -112,7 +110,7 @@ async fn each_service_reads_only_its_own_config() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_a_host_restart() {
     let host = TestHost::start().await;
     let created: serde_json::Value = host
@@ -138,98 +136,86 @@ async fn data_survives_a_host_restart() {
     host.stop().await;
 }
 
-/// Starts the `bazaar` binary on `config` and returns it with its gateway URL.
-fn spawn_host(config: &std::path::Path, stderr: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(stderr).unwrap())
-        .spawn()
-        .expect("the bazaar binary should start");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| {
-                panic!(
-                    "host exited early: {}",
-                    std::fs::read_to_string(stderr).unwrap_or_default()
-                )
-            })
-            .unwrap();
-        if let Some(url) = line.strip_prefix("bazaar: gateway listening on ") {
-            break url.to_owned();
-        }
-    };
-    (child, url)
-}
-
-#[tokio::test]
-async fn acknowledged_write_survives_kill_9_and_logs_name_the_service() {
+/// Every write acknowledged before a SIGKILL is there after the restart.
+/// The kill comes the moment the last acknowledgement arrives, with no other
+/// request in between, so acknowledging before the commit would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_and_guest_logs_name_service_version_and_request() {
     let dir = support::temp_dir();
-    let config = dir.join("gateway.toml");
-    let services = STANDARD_SERVICES.replace(
-        "component = \"",
-        &format!("component = \"{}/", support::components_dir().display()),
-    );
-    std::fs::write(
-        &config,
-        support::gateway_toml(&dir.join("data"), &services, ""),
-    )
-    .unwrap();
+    let config = support::binary_config(&dir, STANDARD_SERVICES);
     let http = reqwest::Client::new();
 
-    let (mut child, url) = spawn_host(&config, &dir.join("first.log"));
-    let put = http
-        .put(format!("{url}/alpha/kv/orders/o-1"))
-        .body("paid")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 204);
+    let host = BinaryHost::spawn(&config, &dir.join("first.log"));
     let logged = http
-        .post(format!("{url}/alpha/log"))
-        .body("a line from the guest")
+        .post(format!("{}/alpha/log", host.url))
+        .header("x-request-id", "guest-log-request-7")
+        .body("a line from the guest\nwith a forged second line")
         .send()
         .await
         .unwrap();
+    assert_eq!(logged.status(), 204);
     let version = logged.headers()["x-bazaar-version"]
         .to_str()
         .unwrap()
         .to_owned();
-    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
-    child.wait().unwrap();
+    // Eight concurrent writers (below the pool's 64 instances), 100 writes.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (http, url) = (http.clone(), host.url.clone());
+        writers.spawn(async move {
+            for i in (w..100).step_by(8) {
+                let put = http
+                    .put(format!("{url}/alpha/kv/orders/o-{i}"))
+                    .body(format!("paid-{i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(put.status(), 204, "write {i} should be acknowledged");
+            }
+        });
+    }
+    while let Some(writer) = writers.join_next().await {
+        writer.unwrap();
+    }
+    let log = host.log_text();
+    host.kill();
 
-    let log = std::fs::read_to_string(dir.join("first.log")).unwrap();
     let line = log
         .lines()
         .find(|l| l.contains("a line from the guest"))
         .unwrap_or_else(|| panic!("the guest's log line should reach the host log:\n{log}"));
+    let fields = line
+        .split("a line from the guest")
+        .nth(1)
+        .unwrap_or_default();
     assert!(
-        line.contains("alpha"),
-        "the log line should name the service: {line}"
+        fields.contains("service=alpha") && fields.contains(&format!("version={}", &version[..12])),
+        "the guest's line should carry its service and version: {line}"
     );
     assert!(
-        line.contains(&version[..12]),
-        "the log line should name the version: {line}"
+        line.contains("guest-log-request-7"),
+        "the guest's line should carry the request id: {line}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("with a forged second line")),
+        "a newline in a guest message must not start a new log line:\n{log}"
     );
 
-    let (mut child, url) = spawn_host(&config, &dir.join("second.log"));
-    let value = http
-        .get(format!("{url}/alpha/kv/orders/o-1"))
-        .send()
-        .await
-        .unwrap();
-    let status = value.status();
-    let body = value.text().await.unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(
-        (status.as_u16(), body.as_str()),
-        (200, "paid"),
-        "the acknowledged write should survive kill -9"
-    );
+    let host = BinaryHost::spawn(&config, &dir.join("second.log"));
+    for i in 0..100 {
+        let value = http
+            .get(format!("{}/alpha/kv/orders/o-{i}", host.url))
+            .send()
+            .await
+            .unwrap();
+        let status = value.status();
+        let body = value.text().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, format!("paid-{i}").as_str()),
+            "acknowledged write {i} should survive kill -9"
+        );
+    }
+    host.kill();
 }

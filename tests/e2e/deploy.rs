@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_load_keeps_other_services_up() {
     let host = Arc::new(TestHost::start().await);
     let original = wasm_bytes("products");
@@ -87,7 +87,7 @@ async fn hot_swap_under_load_keeps_other_services_up() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_deploys_are_refused_and_change_nothing() {
     let host = TestHost::start().await;
     let before = host.version_of("products").await;
@@ -147,7 +147,7 @@ async fn bad_deploys_are_refused_and_change_nothing() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stock_wasi_http_component_deploys_and_answers() {
     let host = TestHost::start().await;
     let deployed = host.deploy("products", wasm_bytes("hello")).await;
@@ -165,7 +165,7 @@ async fn a_stock_wasi_http_component_deploys_and_answers() {
 
 /// `scripts/test` builds `components/py-hello` with componentize-py and
 /// names the result in `BAZAAR_PY_COMPONENT`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_component_from_componentize_py_deploys_and_answers() {
     let Ok(path) = std::env::var("BAZAAR_PY_COMPONENT") else {
         eprintln!(
@@ -193,8 +193,8 @@ async fn a_python_component_from_componentize_py_deploys_and_answers() {
     host.stop().await;
 }
 
-#[tokio::test]
-async fn admin_api_requires_the_token_and_known_services() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_requires_the_token_and_routes_for_a_new_service() {
     let host = TestHost::start().await;
     let anonymous = host
         .http
@@ -217,8 +217,16 @@ async fn admin_api_requires_the_token_and_known_services() {
         Some(hash(&wasm_bytes("hello")))
     );
     let unknown = host.deploy("payments", wasm_bytes("hello")).await;
-    assert_eq!(unknown.status(), 404);
-    assert!(unknown.text().await.unwrap().contains("gateway.toml"));
+    assert_eq!(
+        unknown.status(),
+        422,
+        "a new service without routes cannot be added"
+    );
+    assert!(unknown.text().await.unwrap().contains("--route"));
+    assert!(
+        host.status_of("payments").await.is_none(),
+        "nothing was added"
+    );
     let health: serde_json::Value = host
         .http
         .get(host.admin_url("/healthz"))
@@ -233,7 +241,7 @@ async fn admin_api_requires_the_token_and_known_services() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_fails_to_load_does_not_stop_the_others() {
     let services = format!(
         "{}\n[services.broken]\ncomponent = \"cli-tool.wasm\"\nroutes = [\"/broken/{{*rest}}\"]\n",
@@ -252,7 +260,7 @@ async fn a_service_that_fails_to_load_does_not_stop_the_others() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewriting_a_watched_component_file_redeploys_that_service_alone() {
     let dir = support::temp_dir();
     let watched = dir.join("products.wasm");

@@ -1,6 +1,6 @@
 use crate::support::TestHost;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trap_loop_and_memory_bomb_cost_only_their_own_request() {
     let host = TestHost::start().await;
     let trap = host.get("/alpha/trap").await;
@@ -32,7 +32,7 @@ async fn trap_loop_and_memory_bomb_cost_only_their_own_request() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loop_does_not_block_other_requests() {
     let host = TestHost::start().await;
     let http = host.http.clone();

@@ -5,11 +5,17 @@
 
 mod support;
 
+mod calls;
 mod cli;
 mod data;
 mod deploy;
+mod events;
 mod hostile;
+mod lifecycle;
+mod outbound;
 mod passthrough;
 mod products;
 mod routing;
+mod stdio;
+mod swap;
 mod users;

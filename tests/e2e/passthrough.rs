@@ -1,6 +1,6 @@
 use crate::support::TestHost;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_headers_query_and_body_pass_through() {
     let host = TestHost::start().await;
     let response = host
@@ -20,7 +20,7 @@ async fn status_headers_query_and_body_pass_through() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_mebibyte_bodies_pass_both_ways_intact() {
     let host = TestHost::start().await;
     let upload: Vec<u8> = (0..6 * 1024 * 1024u32)
@@ -52,7 +52,7 @@ async fn multi_mebibyte_bodies_pass_both_ways_intact() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_refused_with_413() {
     let host =
         TestHost::start_with(crate::support::STANDARD_SERVICES, "max_body_bytes = 1024").await;

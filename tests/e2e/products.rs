@@ -2,7 +2,7 @@ use crate::support::TestHost;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalogue_crud() {
     let host = TestHost::start().await;
     let created = host
@@ -65,7 +65,7 @@ async fn catalogue_crud() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_products_are_refused() {
     let host = TestHost::start().await;
     for bad in [

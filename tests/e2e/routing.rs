@@ -1,7 +1,7 @@
 use crate::support::TestHost;
 use serde_json::Value;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_path_gets_json_404() {
     let host = TestHost::start().await;
     let response = host.get("/no/such/place").await;
@@ -22,7 +22,7 @@ async fn unmatched_path_gets_json_404() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_reach_the_service_owning_the_path() {
     let host = TestHost::start().await;
     let alpha = host.get("/alpha/path/a/b/c").await;
@@ -38,7 +38,7 @@ async fn requests_reach_the_service_owning_the_path() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_request_id_is_echoed() {
     let host = TestHost::start().await;
     let response = host
@@ -52,7 +52,7 @@ async fn client_request_id_is_echoed() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_routes_in_config_are_refused() {
     let services = r#"
 [services.a]

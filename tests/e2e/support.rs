@@ -90,6 +90,8 @@ routes = ["/api/products", "/api/products/{*rest}"]
 [services.alpha]
 component = "testbed.wasm"
 routes = ["/alpha/{*rest}"]
+calls = ["beta"]
+publishes = ["news"]
 [services.alpha.config]
 greeting = "hello from alpha"
 shared_name = "alpha's value"
@@ -97,6 +99,8 @@ shared_name = "alpha's value"
 [services.beta]
 component = "testbed.wasm"
 routes = ["/beta/{*rest}"]
+calls = ["alpha"]
+subscribes = ["news"]
 [services.beta.config]
 shared_name = "beta's value"
 "#;
@@ -121,6 +125,11 @@ cache_dir = "{cache}"
 [runtime]
 max_instances = 64
 cpu_time_limit_ms = 1000
+
+[events]
+max_attempts = 4
+retry_initial_ms = 50
+retry_max_ms = 400
 {services}
 "#,
         data = data_dir.display(),
@@ -156,13 +165,24 @@ impl TestHost {
 
     /// Starts `services` with data in `data_dir` (which may hold earlier data).
     pub async fn start_in(data_dir: PathBuf, services: &str, extra_gateway: &str) -> Self {
-        let text = gateway_toml(&data_dir, services, extra_gateway);
+        Self::start_edited(data_dir, services, extra_gateway, |text| text).await
+    }
+
+    /// Starts `services` from a gateway file changed by `edit` first.
+    pub async fn start_edited(
+        data_dir: PathBuf,
+        services: &str,
+        extra_gateway: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Self {
+        let text = edit(gateway_toml(&data_dir, services, extra_gateway));
         let config = GatewayConfig::parse(
             &text,
             Path::new("test-gateway.toml"),
             components_dir().to_path_buf(),
         )
         .expect("test gateway file should parse");
+        capture_logs();
         let running = host::start(config).await.expect("host should start");
         Self {
             running,
@@ -216,32 +236,71 @@ impl TestHost {
             .expect("deploy should get an answer")
     }
 
+    /// Deploys `bytes` to `service` with admin API query parameters
+    /// (`spec`, `expected_version`).
+    pub async fn deploy_with(
+        &self,
+        service: &str,
+        bytes: Vec<u8>,
+        query: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .put(self.admin_url(&format!("/services/{service}")))
+            .query(query)
+            .bearer_auth(TOKEN)
+            .body(bytes)
+            .send()
+            .await
+            .expect("deploy should get an answer")
+    }
+
     /// Rolls `service` back through the admin API.
     pub async fn rollback(&self, service: &str) -> reqwest::Response {
+        self.rollback_with(service, &serde_json::json!({})).await
+    }
+
+    /// Rolls `service` back with a body (`to`, `expected_version`).
+    pub async fn rollback_with(
+        &self,
+        service: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
         self.http
             .post(self.admin_url(&format!("/services/{service}/rollback")))
             .bearer_auth(TOKEN)
+            .json(body)
             .send()
             .await
             .expect("rollback should get an answer")
     }
 
-    /// The version `service` is serving, from the admin API.
-    pub async fn version_of(&self, service: &str) -> Option<String> {
-        let list: serde_json::Value = self
-            .http
-            .get(self.admin_url("/services"))
+    /// GET on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(self.admin_url(path))
             .bearer_auth(TOKEN)
             .send()
             .await
-            .expect("list should answer")
+            .expect("the admin API should answer")
             .json()
             .await
-            .expect("list should be JSON");
+            .expect("the admin API answers JSON")
+    }
+
+    /// The status of `service` from `GET /services`, if it exists.
+    pub async fn status_of(&self, service: &str) -> Option<serde_json::Value> {
+        let list = self.admin_json("/services").await;
         list.as_array()
             .expect("list should be an array")
             .iter()
             .find(|s| s["name"] == service)
+            .cloned()
+    }
+
+    /// The version `service` is serving, from the admin API.
+    pub async fn version_of(&self, service: &str) -> Option<String> {
+        self.status_of(service)
+            .await
             .and_then(|s| s["version"].as_str().map(str::to_owned))
     }
 
@@ -265,4 +324,137 @@ pub fn version_header(response: &reqwest::Response) -> String {
 /// The content hash the host gives `bytes`.
 pub fn hash(bytes: &[u8]) -> String {
     bazaar::loader::content_hash(bytes)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The `bazaar` binary serving a gateway file, with its log in a file.
+pub struct BinaryHost {
+    /// The process.
+    pub child: std::process::Child,
+    /// The gateway's base URL.
+    pub url: String,
+    /// The admin API's base URL.
+    pub admin_url: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl BinaryHost {
+    /// Starts `bazaar serve --config config`, logging to `log`.
+    pub fn spawn(config: &Path, log: &Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("the bazaar binary should start");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let (mut url, mut admin_url) = (None, None);
+        while url.is_none() || admin_url.is_none() {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| {
+                    panic!(
+                        "host exited early: {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    )
+                })
+                .expect("stdout line");
+            if let Some(found) = line.strip_prefix("bazaar: gateway listening on ") {
+                url = Some(found.to_owned());
+            }
+            if let Some(found) = line.strip_prefix("bazaar: admin API listening on ") {
+                admin_url = Some(found.to_owned());
+            }
+        }
+        Self {
+            child,
+            url: url.unwrap_or_default(),
+            admin_url: admin_url.unwrap_or_default(),
+            log: log.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A gateway file for the binary in `dir`, with absolute component paths,
+/// data in `dir/data` and a fixed admin port, returning its path.
+pub fn binary_config(dir: &Path, services: &str) -> PathBuf {
+    let services = services.replace(
+        "component = \"",
+        &format!("component = \"{}/", components_dir().display()),
+    );
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, gateway_toml(&dir.join("data"), &services, "")).expect("config");
+    config
+}
+
+/// Everything the in-process hosts of this test binary logged so far.
+pub fn logs() -> String {
+    let buffer = log_buffer().lock().unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+fn log_buffer() -> &'static std::sync::Mutex<Vec<u8>> {
+    static BUFFER: OnceLock<std::sync::Mutex<Vec<u8>>> = OnceLock::new();
+    BUFFER.get_or_init(|| std::sync::Mutex::new(Vec::new()))
+}
+
+/// Sends the host's `tracing` output to [`logs`], once per process.
+fn capture_logs() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        struct Capture;
+        impl std::io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                log_buffer()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,cranelift=warn,wasmtime=warn",
+            ))
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
 }

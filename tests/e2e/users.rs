@@ -25,7 +25,7 @@ fn assert_no_secret(body: &str) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_login_fetch_update_delete() {
     let host = TestHost::start().await;
     let user = register(&host, "alice", "Alice@Example.com").await;
@@ -96,7 +96,7 @@ async fn register_login_fetch_update_delete() {
     host.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_duplicates_and_unknown_ids_are_refused() {
     let host = TestHost::start().await;
     register(&host, "bob", "bob@example.com").await;
@@ -167,4 +167,59 @@ async fn bad_input_duplicates_and_unknown_ids_are_refused() {
         .unwrap();
     assert_eq!(wrong_method.status(), 405);
     host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_registrations_of_one_email_make_one_account() {
+    let host = std::sync::Arc::new(TestHost::start().await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let host = std::sync::Arc::clone(&host);
+        tasks.spawn(async move {
+            host.send_json(
+                Method::POST,
+                "/api/users",
+                &json!({ "username": format!("racer{i}"), "email": "race@example.com", "password": "correct horse" }),
+            )
+            .await
+            .status()
+            .as_u16()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(status) = tasks.join_next().await {
+        statuses.push(status.unwrap());
+    }
+    statuses.sort_unstable();
+    let mut expected = vec![201];
+    expected.extend([409; 19]);
+    assert_eq!(statuses, expected, "exactly one registration may win");
+
+    // The winner logs in; deleting it frees the email for a new account.
+    let login = host
+        .send_json(
+            Method::POST,
+            "/api/users/login",
+            &json!({ "email": "race@example.com", "password": "correct horse" }),
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+    let id = login.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = host
+        .http
+        .delete(host.url(&format!("/api/users/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    register(&host, "second", "race@example.com").await;
+    match std::sync::Arc::try_unwrap(host) {
+        Ok(host) => {
+            host.stop().await;
+        }
+        Err(_) => panic!("the tasks should have released the host"),
+    }
 }
