@@ -63,6 +63,97 @@ async fn deploy_rollback_and_services_commands() {
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_added_listed_rolled_and_removed_from_the_command_line() {
+    let host = TestHost::start().await;
+    let testbed = wasm("testbed");
+    let file = testbed.to_str().unwrap();
+    let (ok, out) = bazaar(
+        &host,
+        &[
+            "deploy",
+            "reviews",
+            file,
+            "--route",
+            "/reviews/{*rest}",
+            "--calls",
+            "alpha",
+            "--set",
+            "greeting=hi",
+        ],
+    )
+    .await;
+    assert!(ok, "adding a service should succeed: {out}");
+    assert!(out.contains("added service `reviews`"), "{out}");
+    let answer = host.get("/reviews/config/greeting").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.text().await.unwrap(),
+        "hi",
+        "config given with --set reaches the service"
+    );
+
+    let (ok, out) = bazaar(
+        &host,
+        &["deploy", "intruder", file, "--route", "/reviews/{*all}"],
+    )
+    .await;
+    assert!(!ok, "a conflicting route is refused: {out}");
+    assert!(
+        out.contains("`reviews`") && out.contains("/reviews/{*all}"),
+        "{out}"
+    );
+
+    let (ok, out) = bazaar(&host, &["services"]).await;
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("reviews"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("live") && line.contains("/reviews/{*rest}"),
+        "{out}"
+    );
+
+    let next = support::temp_dir().join("reviews-v2.wasm");
+    std::fs::write(
+        &next,
+        support::with_custom_section(&support::wasm_bytes("testbed"), "v2"),
+    )
+    .unwrap();
+    let (ok, out) = bazaar(&host, &["deploy", "reviews", next.to_str().unwrap()]).await;
+    assert!(ok, "{out}");
+    let first = hash(&support::wasm_bytes("testbed"));
+    let (ok, out) = bazaar(&host, &["rollback", "reviews"]).await;
+    assert!(ok && out.contains(&first[..12]), "{out}");
+    let (ok, out) = bazaar(
+        &host,
+        &[
+            "rollback",
+            "reviews",
+            "--expect",
+            &first[..12],
+            "--to",
+            &hash(&std::fs::read(&next).unwrap())[..12],
+        ],
+    )
+    .await;
+    assert!(ok, "rolling forward with --to: {out}");
+
+    let (ok, out) = bazaar(&host, &["events"]).await;
+    assert!(
+        ok && out.contains("SUBSCRIBER") && out.contains("news"),
+        "{out}"
+    );
+
+    let (ok, out) = bazaar(&host, &["remove", "reviews"]).await;
+    assert!(ok && out.contains("kept"), "{out}");
+    assert_eq!(host.get("/reviews/config/greeting").await.status(), 404);
+    let (ok, out) = bazaar(&host, &["rollback", "reviews"]).await;
+    assert!(!ok && out.contains("no service `reviews`"), "{out}");
+    host.stop().await;
+}
+
 #[test]
 fn serve_reports_a_bad_config_key_with_its_line() {
     let dir = support::temp_dir();
