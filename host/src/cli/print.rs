@@ -7,19 +7,21 @@ use crate::loader::short;
 /// `bazaar services`.
 pub fn services(services: &[ServiceStatus]) {
     println!(
-        "{:<16} {:<8} {:<13} {:<13} {:<40} ROUTES",
-        "SERVICE", "STATE", "VERSION", "ORIGIN", "SOURCE"
+        "{:<16} {:<8} {:<13} {:<13} ROUTES",
+        "SERVICE", "STATE", "VERSION", "ORIGIN"
     );
     for s in services {
         println!(
-            "{:<16} {:<8} {:<13} {:<13} {:<40} {}",
+            "{:<16} {:<8} {:<13} {:<13} {}",
             s.name,
             s.state,
             s.version.as_deref().map(short).unwrap_or("-"),
             s.origin,
-            s.source.as_deref().unwrap_or("-"),
             s.routes.join(" ")
         );
+        if let Some(source) = &s.source {
+            println!("  from: {source}");
+        }
         let older: Vec<&str> = s
             .versions
             .iter()
