@@ -2,6 +2,7 @@
 //! to a running host's admin API.
 
 mod client;
+mod new;
 mod print;
 
 pub use client::{AdminArgs, AdminClient};
@@ -110,6 +111,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scaffold a new service (Rust, or Python with --lang python).
+    New(new::NewArgs),
     /// Deliver a subscriber's dead letters again.
     Replay {
         /// The subscriber.
@@ -196,6 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Serve { watch } => serve(&config, watch).await,
+        Command::New(args) => new::run(&args),
         Command::Deploy {
             service,
             file,
