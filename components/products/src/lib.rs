@@ -1,6 +1,7 @@
 //! The `products` service: the catalogue.
 //!
-//! Keys in bucket `products`: `product:{id}` → the product.
+//! Keys in bucket `products`: `product:{id}` → the product. The list pages
+//! through them in key order (`?limit=N&cursor=C`).
 
 use bazaar_sdk::{Error, Request, Response, Result, Router, config, kv, platform};
 use serde::{Deserialize, Serialize};
@@ -74,16 +75,39 @@ fn validate(mut input: ProductInput) -> Result<ProductInput> {
     Ok(input)
 }
 
-fn list(_req: Request) -> Result<Response> {
-    let products = bucket()?;
-    let keys: Vec<String> = products
-        .keys()?
-        .into_iter()
-        .filter(|k| k.starts_with(KEY_PREFIX))
-        .collect();
-    let mut items: Vec<Product> = products.get_many_json(&keys)?;
-    items.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-    Response::json(200, &serde_json::json!({ "products": items }))
+/// Products in a page when the client names no `limit`.
+const DEFAULT_PAGE: u32 = 50;
+/// Most products in one page.
+const MAX_PAGE: u32 = 200;
+
+/// One page of the catalogue in key order, `?limit=N&cursor=C`: reads at
+/// most one page from the store, never the whole catalogue. The cursor is
+/// the id of the last product of the previous page.
+fn list(req: Request) -> Result<Response> {
+    let limit = page_limit(req.query_param("limit").as_deref())?;
+    let after = req.query_param("cursor").map(|cursor| key(&cursor));
+    let page = bucket()?.scan_json::<Product>(KEY_PREFIX, after.as_deref(), limit)?;
+    let next_cursor = page
+        .next
+        .map(|last| last.strip_prefix(KEY_PREFIX).unwrap_or(&last).to_owned());
+    let items: Vec<Product> = page.entries.into_iter().map(|(_, p)| p).collect();
+    Response::json(
+        200,
+        &serde_json::json!({ "products": items, "next_cursor": next_cursor }),
+    )
+}
+
+/// The page size asked for: [`DEFAULT_PAGE`] when absent, else 1..=[`MAX_PAGE`].
+fn page_limit(raw: Option<&str>) -> Result<u32> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_PAGE);
+    };
+    match raw.trim().parse::<u32>() {
+        Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        _ => Err(Error::bad_request(format!(
+            "limit must be a whole number from 1 to {MAX_PAGE}"
+        ))),
+    }
 }
 
 fn create(req: Request) -> Result<Response> {
@@ -130,4 +154,29 @@ fn load(products: &kv::Bucket, id: &str) -> Result<Product> {
     products
         .get_json(&key(id))?
         .ok_or_else(|| Error::not_found(format!("no product with id {id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_limit_defaults_to_50_and_accepts_1_to_200() {
+        assert_eq!(page_limit(None), Ok(50));
+        assert_eq!(page_limit(Some("1")), Ok(1));
+        assert_eq!(page_limit(Some("200")), Ok(200));
+    }
+
+    #[test]
+    fn page_limit_refuses_zero_too_many_and_garbage_with_400() {
+        for raw in ["0", "201", "-1", "ten", ""] {
+            let status = page_limit(Some(raw)).map_err(|e| e.status);
+            assert_eq!(status, Err(400), "limit `{raw}` should be a 400");
+        }
+    }
+
+    #[test]
+    fn keys_are_the_prefix_and_the_id() {
+        assert_eq!(key("abc"), "product:abc");
+    }
 }

@@ -4,7 +4,8 @@
 //! service. Keys in bucket `users`: `user:{id}` → the user record,
 //! `email:{email}` → id as JSON text (the uniqueness index). Every change
 //! that touches both is one transaction whose conditions keep the index
-//! unique and pointing at its owner.
+//! unique and pointing at its owner. A registration publishes
+//! `user-registered` (`{"user_id", "username", "email"}`) in its commit.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -111,10 +112,22 @@ fn register(req: Request) -> Result<Response> {
         .require_absent(&users, &user_key(&user.id))
         .set_json(&users, &user_key(&user.id), &user)
         .set_json(&users, &email_key(&user.email), &user.id)
+        // In the same commit as the writes (the outbox), so subscribers
+        // hear of exactly the registrations that happened.
+        .publish_json("user-registered", &registered_event(&user))
         .commit();
     committed.map_err(|e| on_email_conflict(e, &user.email))?;
     log::info(&format!("registered user {}", user.id));
     Response::json(201, &user.public())
+}
+
+/// The `user-registered` payload: who joined, never their password hash.
+fn registered_event(user: &StoredUser) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": user.id,
+        "username": user.username,
+        "email": user.email,
+    })
 }
 
 fn login(req: Request) -> Result<Response> {
