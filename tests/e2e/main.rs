@@ -15,6 +15,7 @@ mod lifecycle;
 mod outbound;
 mod passthrough;
 mod products;
+mod retailer;
 mod routing;
 mod stdio;
 mod swap;

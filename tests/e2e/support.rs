@@ -79,6 +79,7 @@ pub const STANDARD_SERVICES: &str = r#"
 [services.users]
 component = "users.wasm"
 routes = ["/api/users", "/api/users/{*rest}"]
+publishes = ["user-registered"]
 [services.users.config]
 argon2_memory_kib = 256
 argon2_iterations = 1
