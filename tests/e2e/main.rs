@@ -17,6 +17,7 @@ mod passthrough;
 mod products;
 mod retailer;
 mod routing;
+mod scaffold;
 mod stdio;
 mod swap;
 mod users;

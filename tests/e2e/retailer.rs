@@ -72,7 +72,8 @@ async fn get_json(host: &TestHost, path: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn register(host: &TestHost, name: &str) -> String {
+/// Registers `name` and returns the new user's id.
+pub async fn register(host: &TestHost, name: &str) -> String {
     let (status, user) = post(
         host,
         "/api/users",
@@ -84,7 +85,7 @@ async fn register(host: &TestHost, name: &str) -> String {
 }
 
 /// A product priced `price_cents` USD with `stock` units.
-async fn stocked_product(host: &TestHost, name: &str, price_cents: u64, stock: u64) -> String {
+pub async fn stocked_product(host: &TestHost, name: &str, price_cents: u64, stock: u64) -> String {
     let (status, product) = post(
         host,
         "/api/products",
@@ -113,7 +114,8 @@ async fn stock(host: &TestHost, product: &str) -> (u64, u64) {
     )
 }
 
-async fn order(
+/// Orders `quantity` of `product` for `user`, paying with `card`.
+pub async fn order(
     host: &TestHost,
     user: &str,
     product: &str,
