@@ -6,7 +6,10 @@
 
 mod spec;
 
-pub use spec::{ConfigValue, ServiceSpec, is_valid_service_name, is_valid_topic};
+pub use spec::{
+    Access, ConfigValue, RouteRule, ServiceLimits, ServiceSpec, is_valid_service_name,
+    is_valid_topic, parse_rate,
+};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +35,9 @@ pub struct GatewayConfig {
     /// Retries and dead letters of event delivery.
     #[serde(default)]
     pub events: EventsSection,
+    /// Tokens and API keys.
+    #[serde(default)]
+    pub auth: AuthSection,
     /// The services, by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
@@ -53,6 +59,17 @@ pub struct GatewaySection {
     pub request_timeout_ms: u64,
     /// Redeploy a service when the content of its component file changes. `watch = true`
     pub watch: bool,
+    /// Time a client has to send a request's headers, and that an idle
+    /// keep-alive connection stays open, in milliseconds. `header_read_timeout_ms = 10000`
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once; more wait in the listen queue. `max_connections = 4096`
+    pub max_connections: usize,
+    /// Headers one request may carry. `max_headers = 100`
+    pub max_headers: usize,
+    /// Bytes of one request's head (request line and headers). `max_header_bytes = 16384`
+    pub max_header_bytes: usize,
+    /// Bytes of a request's path and query. `max_uri_bytes = 8192`
+    pub max_uri_bytes: usize,
 }
 
 impl Default for GatewaySection {
@@ -62,8 +79,55 @@ impl Default for GatewaySection {
             max_body_bytes: 32 * 1024 * 1024,
             request_timeout_ms: 30_000,
             watch: false,
+            header_read_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
         }
     }
+}
+
+/// `[auth]`: the tokens the gateway verifies and the API keys it accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// The `iss` claim of tokens the host signs and accepts. `issuer = "bazaar"`
+    pub issuer: String,
+    /// How long a token is valid, in seconds. `token_ttl_s = 3600`
+    pub token_ttl_s: u64,
+    /// A file holding the signing key (at least 32 bytes); without it, and
+    /// without `BAZAAR_JWT_KEY`, the host generates `<data dir>/jwt.key`
+    /// with mode 0600. Hosts of one fleet share it. `signing_key_file = "/etc/bazaar/jwt.key"`
+    pub signing_key_file: Option<PathBuf>,
+    /// API keys for machine clients, by name; routes accept them with
+    /// `api_keys = ["NAME"]`. `[auth.api_keys.warehouse]`
+    pub api_keys: BTreeMap<String, ApiKeyConfig>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            issuer: "bazaar".into(),
+            token_ttl_s: 3600,
+            signing_key_file: None,
+            api_keys: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[auth.api_keys.NAME]`: one machine client's key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The environment variable holding the key (at least 32 characters).
+    /// `key_env = "WAREHOUSE_API_KEY"`
+    pub key_env: Option<String>,
+    /// The key itself; prefer `key_env`, so it stays out of the file. `key = "..."`
+    pub key: Option<String>,
+    /// Roles a request with this key carries. `roles = ["stock-writer"]`
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// `[admin]`: the deploy/rollback API, on its own listener.
@@ -127,6 +191,16 @@ pub struct RuntimeSection {
     /// Longest chain of service-to-service calls, counting the first
     /// service. `max_call_depth = 8`
     pub max_call_depth: usize,
+    /// Requests and event deliveries one service runs at once, unless its
+    /// `[limits]` say otherwise. `max_concurrency = 64`
+    pub max_concurrency: u32,
+    /// Linear memory all instances together may use, in MiB; a growth past
+    /// it fails in the guest instead of getting the host killed. Default:
+    /// half the machine's memory. `host_memory_mib = 8192`
+    pub host_memory_mib: Option<usize>,
+    /// Host-side resources (headers, streams, buckets...) one request may
+    /// hold at once. `max_resources = 10000`
+    pub max_resources: usize,
 }
 
 impl Default for RuntimeSection {
@@ -137,6 +211,9 @@ impl Default for RuntimeSection {
             cpu_time_limit_ms: 10_000,
             keep_versions: 5,
             max_call_depth: 8,
+            max_concurrency: 64,
+            host_memory_mib: None,
+            max_resources: 10_000,
         }
     }
 }
@@ -189,6 +266,23 @@ pub struct ServiceConfig {
     /// Values served to the service through `wasi:config`. `[services.users.config]`
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
+    /// Who may call its routes unless a rule says otherwise: `public`,
+    /// `authenticated` or `role:NAME`. `access = "authenticated"`
+    #[serde(default)]
+    pub access: Option<String>,
+    /// Policies for some routes and methods; the first match applies.
+    /// `[[services.users.rules]]`
+    #[serde(default)]
+    pub rules: Vec<RouteRule>,
+    /// May sign tokens through `bazaar:platform/auth`. `issues_tokens = true`
+    #[serde(default)]
+    pub issues_tokens: bool,
+    /// The roles its tokens may carry. `token_roles = ["customer"]`
+    #[serde(default)]
+    pub token_roles: Vec<String>,
+    /// Sandbox limits; unset ones take `[runtime]`'s. `[services.users.limits]`
+    #[serde(default)]
+    pub limits: ServiceLimits,
 }
 
 impl ServiceConfig {
@@ -201,6 +295,11 @@ impl ServiceConfig {
             subscribes: self.subscribes.clone(),
             allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
             config: self.config.clone(),
+            access: self.access.clone(),
+            rules: self.rules.clone(),
+            issues_tokens: self.issues_tokens,
+            token_roles: self.token_roles.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -294,6 +393,46 @@ impl GatewayConfig {
             return Err(invalid(
                 "[gateway] request_timeout_ms and max_body_bytes must be at least 1".into(),
             ));
+        }
+        if runtime.max_concurrency == 0 || runtime.max_resources == 0 {
+            return Err(invalid(
+                "[runtime] max_concurrency and max_resources must be at least 1".into(),
+            ));
+        }
+        let gateway = &self.gateway;
+        if gateway.header_read_timeout_ms == 0
+            || gateway.max_connections == 0
+            || gateway.max_headers == 0
+            || gateway.max_uri_bytes == 0
+        {
+            return Err(invalid(
+                "[gateway] header_read_timeout_ms, max_connections, max_headers and max_uri_bytes must be at least 1".into(),
+            ));
+        }
+        if gateway.max_header_bytes < 8192 {
+            return Err(invalid(
+                "[gateway] max_header_bytes must be at least 8192".into(),
+            ));
+        }
+        for (name, key) in &self.auth.api_keys {
+            if key.key.is_some() == key.key_env.is_some() {
+                return Err(invalid(format!(
+                    "[auth.api_keys.{name}] needs exactly one of `key_env` or `key`"
+                )));
+            }
+        }
+        for (name, service) in &self.services {
+            for rule in &service.rules {
+                if let Some(unknown) = rule
+                    .api_keys
+                    .iter()
+                    .find(|k| !self.auth.api_keys.contains_key(*k))
+                {
+                    return Err(invalid(format!(
+                        "service `{name}` accepts API key `{unknown}`, which [auth.api_keys] does not define"
+                    )));
+                }
+            }
         }
         if self.events.max_attempts == 0 {
             return Err(invalid("[events] max_attempts must be at least 1".into()));

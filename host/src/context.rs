@@ -15,6 +15,12 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Request header naming the calling service on a service call. The gateway
 /// strips it from client requests, so a service can trust it.
 pub const CALLER_HEADER: &str = "x-bazaar-caller";
+/// Request header with the verified caller's subject (token `sub`, or
+/// `api-key:NAME`); set only by the host.
+pub const USER_HEADER: &str = "x-bazaar-user";
+/// Request header with the verified caller's roles, comma-separated; set
+/// only by the host.
+pub const ROLES_HEADER: &str = "x-bazaar-roles";
 
 /// The context of one request, cheap to clone.
 #[derive(Debug, Clone)]
@@ -27,6 +33,9 @@ pub struct RequestContext {
     pub chain: Arc<[Arc<str>]>,
     /// The trace this request belongs to, with this request's span id.
     pub trace: TraceContext,
+    /// Who the gateway verified the caller to be, if anyone; service calls
+    /// carry it on.
+    pub identity: Option<Arc<crate::auth::Identity>>,
 }
 
 impl RequestContext {
@@ -37,6 +46,7 @@ impl RequestContext {
             deadline,
             chain: Arc::from(Vec::new()),
             trace,
+            identity: None,
         }
     }
 
@@ -65,6 +75,25 @@ impl RequestContext {
             deadline: self.deadline,
             chain: chain.into(),
             trace: self.trace.child(),
+            identity: self.identity.clone(),
+        }
+    }
+
+    /// The request with `identity` as its verified caller.
+    pub fn with_identity(mut self, identity: Option<crate::auth::Identity>) -> Self {
+        self.identity = identity.map(Arc::new);
+        self
+    }
+
+    /// The identity headers a service receives: the verified subject and
+    /// roles, if any.
+    pub fn identity_headers(&self) -> Vec<(&'static str, String)> {
+        match &self.identity {
+            Some(who) => vec![
+                (USER_HEADER, who.subject.clone()),
+                (ROLES_HEADER, who.roles.join(",")),
+            ],
+            None => Vec::new(),
         }
     }
 

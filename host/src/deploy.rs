@@ -19,13 +19,12 @@ use crate::control::{ControlDb, Origin, ServiceRecord, VersionError, VersionReco
 use crate::events::{EventLog, now_ms};
 use crate::kvstore::ServiceStore;
 use crate::loader::{ComponentLoader, LoadError, LoadedService, content_hash, short};
-use crate::registry::{ServiceContext, ServiceRegistry, ServiceSlot};
+use crate::registry::{ServiceContext, ServiceEnv, ServiceRegistry, ServiceSlot};
 use crate::router::RouteError;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 /// A service as `gateway.toml` describes it.
 #[derive(Debug, Clone)]
@@ -46,7 +45,7 @@ pub struct Deployer {
     data_dir: PathBuf,
     seeds: BTreeMap<String, Seed>,
     keep_versions: usize,
-    outbox_bell: Arc<Notify>,
+    env: ServiceEnv,
     /// Serializes every change of records and registry.
     lock: tokio::sync::Mutex<()>,
 }
@@ -69,8 +68,8 @@ pub struct DeployerParts {
     pub seeds: BTreeMap<String, Seed>,
     /// `[runtime] keep_versions`.
     pub keep_versions: usize,
-    /// Rung by stores whose outbox grew.
-    pub outbox_bell: Arc<Notify>,
+    /// What service contexts share with the host.
+    pub env: ServiceEnv,
 }
 
 /// A deploy, as the admin API receives it.
@@ -194,7 +193,7 @@ impl Deployer {
             data_dir: parts.data_dir,
             seeds: parts.seeds,
             keep_versions: parts.keep_versions,
-            outbox_bell: parts.outbox_bell,
+            env: parts.env,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -461,8 +460,7 @@ impl Deployer {
             Some(slot) => Arc::clone(&slot.context.store),
             None => Arc::new(ServiceStore::open(&self.data_dir, name).map_err(storage)?),
         };
-        let context = ServiceContext::new(name, spec, store, Arc::clone(&self.outbox_bell))
-            .map_err(storage)?;
+        let context = ServiceContext::new(name, spec, store, &self.env).map_err(storage)?;
         Ok(Arc::new(context))
     }
 

@@ -4,6 +4,7 @@
 
 use crate::admin::{self, AdminState};
 use crate::artifacts::ArtifactStore;
+use crate::auth::{ApiKeys, TokenAuthority};
 use crate::config::GatewayConfig;
 use crate::control::ControlDb;
 use crate::deploy::{Deployer, DeployerParts, Seed};
@@ -13,8 +14,9 @@ use crate::events::delivery::{Delivery, RetryPolicy};
 use crate::events::embedded::EmbeddedLog;
 use crate::events::relay::Relay;
 use crate::gateway::GatewayState;
+use crate::listener::{self, ConnectionLimits};
 use crate::loader::ComponentLoader;
-use crate::registry::ServiceRegistry;
+use crate::registry::{Limits, ServiceEnv, ServiceRegistry};
 use crate::runtime::{RequestLimits, Runtime};
 use crate::watch::Watcher;
 use anyhow::Context as _;
@@ -58,6 +60,14 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let admin_token = admin::token::resolve(&config, &data_dir)?;
+    let tokens = Arc::new(TokenAuthority::load(&config.auth, &data_dir)?);
+    let api_keys = Arc::new(ApiKeys::load(&config.auth)?);
+    if !config.admin.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.admin.listen,
+            "the admin API listens beyond loopback without TLS: its bearer token travels in clear text; keep it on 127.0.0.1 or put TLS in front"
+        );
+    }
     let engine = engine::build_engine(&config.runtime, &config.cache_dir())?;
     engine::start_epoch_ticker(&engine)?;
     let linker = engine::build_linker(&engine)?;
@@ -103,7 +113,16 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         data_dir: data_dir.clone(),
         seeds,
         keep_versions: runtime_config.keep_versions,
-        outbox_bell: Arc::clone(&outbox_bell),
+        env: ServiceEnv {
+            outbox_bell: Arc::clone(&outbox_bell),
+            defaults: Limits {
+                max_concurrency: runtime_config.max_concurrency,
+                memory_bytes: runtime_config.max_memory_mib << 20,
+                cpu_time: Duration::from_millis(runtime_config.cpu_time_limit_ms),
+                timeout: request_timeout,
+            },
+            tokens: Arc::clone(&tokens),
+        },
     }));
     deployer.restore().await?;
     // Subscriptions exist before the relay moves anything left in an
@@ -119,8 +138,10 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
     let gateway_state = Arc::new(GatewayState {
         registry: Arc::clone(&registry),
         runtime,
+        tokens: Arc::clone(&tokens),
+        api_keys,
         max_body_bytes: config.gateway.max_body_bytes,
-        request_timeout,
+        max_uri_bytes: config.gateway.max_uri_bytes,
     });
     let admin_state = Arc::new(AdminState {
         deployer: Arc::clone(&deployer),
@@ -128,6 +149,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         log: Arc::clone(&log),
         delivery: Arc::clone(&delivery),
         token: admin_token.clone(),
+        tokens,
         max_component_bytes: config.admin.max_component_bytes,
     });
     let relay = Relay::new(
@@ -136,11 +158,29 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         Arc::clone(&delivery),
         outbox_bell,
     );
+    let gateway_config = &config.gateway;
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(gateway_config.header_read_timeout_ms),
+        max_connections: gateway_config.max_connections,
+        max_headers: gateway_config.max_headers,
+        max_header_bytes: gateway_config.max_header_bytes,
+    };
     let mut tasks = vec![
-        serve(gateway, crate::gateway::app(gateway_state), signal.clone()),
-        serve(admin_listener, admin::app(admin_state), signal.clone()),
+        listener::serve(
+            gateway,
+            crate::gateway::app(gateway_state),
+            limits,
+            signal.clone(),
+        ),
+        listener::serve(
+            admin_listener,
+            admin::app(admin_state),
+            limits,
+            signal.clone(),
+        ),
         tokio::spawn(delivery.run(signal.clone())),
         tokio::spawn(relay.run(signal.clone())),
+        tokio::spawn(prune_rate_limits(Arc::clone(&registry), signal.clone())),
     ];
     if config.gateway.watch {
         let watcher = Watcher::new(Arc::clone(&registry), Arc::clone(&deployer));
@@ -163,20 +203,16 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen for the {what} on {addr}; is the port in use?"))
 }
 
-fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    mut signal: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let stop = async move {
-            let _ = signal.wait_for(|stop| *stop).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!("listener failed: {e}");
+/// Drops the rate-limit state of clients idle long enough to be back to a
+/// full bucket, so the tables do not grow with every client ever seen.
+async fn prune_rate_limits(registry: Arc<ServiceRegistry>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
         }
-    })
+        for slot in registry.load().services() {
+            slot.context.policy.prune();
+        }
+    }
 }

@@ -20,7 +20,12 @@
 //! - [`deploy`]: deploy, rollback, live add and remove, and start-up restore.
 //! - [`watch`]: redeploys a service when its component file's content changes.
 //! - [`router`]: path → service, most specific pattern first.
-//! - [`gateway`]: the public listener: request id, access log, routing, errors.
+//! - [`listener`]: accepts connections with timeouts, limits and a cap.
+//! - [`gateway`]: the public front door: request id, access log, routing,
+//!   authentication, rate limits, CORS, errors.
+//! - [`policy`]: a service's route policies (access, rate limit, timeout, CORS).
+//! - [`auth`]: the tokens the host signs and verifies, and API keys.
+//! - [`secrets`]: secrets kept in private files.
 //! - [`context`]: what travels with a request: id, deadline, call chain, trace.
 //! - [`runtime`]: one request or event in one fresh instance, under limits.
 //! - [`calls`]: service-to-service calls at `http://NAME.internal`, in-process.
@@ -47,6 +52,7 @@
 
 pub mod admin;
 pub mod artifacts;
+pub mod auth;
 pub mod calls;
 pub mod capability;
 pub mod cli;
@@ -59,9 +65,12 @@ pub mod events;
 pub mod gateway;
 pub mod host;
 pub mod kvstore;
+pub mod listener;
 pub mod loader;
+pub mod policy;
 pub mod registry;
 pub mod router;
 pub mod runtime;
+pub mod secrets;
 pub mod state;
 pub mod watch;

@@ -10,7 +10,7 @@
 //! never waits for, or disturbs, a request in flight.
 
 use crate::capability::outbound::OutboundRule;
-use crate::config::ServiceSpec;
+use crate::config::{ServiceLimits, ServiceSpec};
 use crate::kvstore::ServiceStore;
 use crate::loader::LoadedService;
 use crate::router::{RouteError, RouteTable};
@@ -18,7 +18,44 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderValue;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use tokio::sync::Notify;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// The limits a service runs under: its own `[limits]`, else the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests and event deliveries at once.
+    pub max_concurrency: u32,
+    /// All memories of one instance together, in bytes.
+    pub memory_bytes: usize,
+    /// CPU time per request.
+    pub cpu_time: Duration,
+    /// Wall-clock time per request.
+    pub timeout: Duration,
+}
+
+impl Limits {
+    /// `own` where set, else these.
+    pub fn with(&self, own: &ServiceLimits) -> Self {
+        Self {
+            max_concurrency: own.max_concurrency.unwrap_or(self.max_concurrency),
+            memory_bytes: own.memory_mib.map_or(self.memory_bytes, |m| m << 20),
+            cpu_time: own.cpu_time_ms.map_or(self.cpu_time, Duration::from_millis),
+            timeout: own.timeout_ms.map_or(self.timeout, Duration::from_millis),
+        }
+    }
+}
+
+/// What every service context shares with the host.
+#[derive(Clone)]
+pub struct ServiceEnv {
+    /// Rung by stores whose outbox grew.
+    pub outbox_bell: Arc<Notify>,
+    /// The host's default limits.
+    pub defaults: Limits,
+    /// Signs tokens for services granted `issues_tokens`.
+    pub tokens: Arc<crate::auth::TokenAuthority>,
+}
 
 /// What one service is granted, shared by all its versions and requests.
 pub struct ServiceContext {
@@ -36,6 +73,14 @@ pub struct ServiceContext {
     pub outbound: Arc<[OutboundRule]>,
     /// Rings the event relay after the store's outbox grew.
     pub outbox_ready: Arc<Notify>,
+    /// The limits it runs under.
+    pub limits: Limits,
+    /// Permits for requests and deliveries running at once.
+    pub concurrency: Arc<Semaphore>,
+    /// Its routes' access, rate limits, timeouts and CORS.
+    pub policy: crate::policy::RoutePolicy,
+    /// Signs its tokens, when it is granted `issues_tokens`.
+    pub tokens: Option<Arc<crate::auth::TokenAuthority>>,
 }
 
 impl ServiceContext {
@@ -44,7 +89,7 @@ impl ServiceContext {
         name: &str,
         spec: ServiceSpec,
         store: Arc<ServiceStore>,
-        outbox_ready: Arc<Notify>,
+        env: &ServiceEnv,
     ) -> anyhow::Result<Self> {
         let outbound = spec
             .allowed_outbound_hosts
@@ -52,14 +97,21 @@ impl ServiceContext {
             .map(|entry| OutboundRule::parse(entry))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("service `{name}`: allowed_outbound_hosts: {e}"))?;
+        let limits = env.defaults.with(&spec.limits);
+        let policy = crate::policy::RoutePolicy::compile(&spec)
+            .map_err(|e| anyhow::anyhow!("service `{name}`: {e}"))?;
         Ok(Self {
             name: name.into(),
             name_header: HeaderValue::from_str(name)?,
             config: spec.config_strings(),
+            tokens: spec.issues_tokens.then(|| Arc::clone(&env.tokens)),
             spec,
             store,
             outbound: outbound.into(),
-            outbox_ready,
+            outbox_ready: Arc::clone(&env.outbox_bell),
+            concurrency: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            limits,
+            policy,
         })
     }
 

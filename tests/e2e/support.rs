@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The admin token every test host uses.
-pub const TOKEN: &str = "test-admin-token";
+pub const TOKEN: &str = "test-admin-token-0123456789abcdef0123";
 
 /// The release directory of the built components, building them on first use.
 pub fn components_dir() -> &'static Path {

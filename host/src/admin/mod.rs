@@ -12,6 +12,7 @@
 //! | GET | `/events` | each subscription's backlog and dead letters |
 //! | GET | `/events/dead-letters` | the dead letters (`?subscriber=NAME`) |
 //! | POST | `/events/dead-letters/replay` | `{"subscriber": S, "topic": T?}` |
+//! | POST | `/auth/tokens` | `{"subject": S, "roles": [R], "ttl_s": N?}`: a signed token |
 //! | GET | `/healthz` | `ok`, or `degraded` with the failed services |
 
 mod events;
@@ -46,6 +47,8 @@ pub struct AdminState {
     pub delivery: Arc<Delivery>,
     /// The bearer token.
     pub token: String,
+    /// Signs tokens for operators (`bazaar token`).
+    pub tokens: Arc<crate::auth::TokenAuthority>,
     /// `[admin] max_component_bytes`.
     pub max_component_bytes: usize,
 }
@@ -65,6 +68,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/events", get(events::subscriptions))
         .route("/events/dead-letters", get(events::dead_letters))
         .route("/events/dead-letters/replay", post(events::replay))
+        .route("/auth/tokens", post(issue_token))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_component))
         .route_layer(middleware::from_fn_with_state(
@@ -177,4 +181,41 @@ async fn healthz(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value
         "status": if failed.is_empty() { "ok" } else { "degraded" },
         "failed_services": failed,
     }))
+}
+
+/// Body of `POST /auth/tokens`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// Whom the token names.
+    subject: String,
+    /// Roles it carries.
+    #[serde(default)]
+    roles: Vec<String>,
+    /// Lifetime in seconds; default `[auth] token_ttl_s`.
+    ttl_s: Option<u64>,
+}
+
+/// Signs a token for an operator or a test client, e.g. one with the
+/// `admin` role; only the holder of the admin token can ask.
+async fn issue_token(
+    State(state): State<Arc<AdminState>>,
+    Json(request): Json<TokenRequest>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    if request.subject.is_empty() || request.subject.len() > 256 {
+        return Err(AdminError::BadRequest(
+            "subject must be 1-256 characters".into(),
+        ));
+    }
+    let token = match request.ttl_s {
+        Some(ttl) => state.tokens.issue_for(
+            &request.subject,
+            &request.roles,
+            std::time::Duration::from_secs(ttl),
+        ),
+        None => state.tokens.issue(&request.subject, &request.roles),
+    }
+    .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
+    tracing::info!(subject = %request.subject, roles = ?request.roles, "issued a token through the admin API");
+    Ok(Json(serde_json::json!({ "token": token })))
 }

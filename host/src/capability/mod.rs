@@ -6,6 +6,7 @@
 //! an `add_to_linker`. Every call is a `tracing` span, and a guest-visible
 //! error (a missing key, a denied bucket) never becomes a trap.
 
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod keyvalue;
@@ -49,6 +50,7 @@ pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> 
     keyvalue::add_to_linker(linker)?;
     transaction::add_to_linker(linker)?;
     events::add_to_linker(linker)?;
+    auth::add_to_linker(linker)?;
     config::add_to_linker(linker)?;
     logging::add_to_linker(linker)?;
     Ok(())

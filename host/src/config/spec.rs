@@ -27,6 +27,104 @@ pub struct ServiceSpec {
     pub allowed_outbound_hosts: Vec<String>,
     /// Its `wasi:config` values. `[config]`
     pub config: BTreeMap<String, ConfigValue>,
+    /// Who may call its routes unless a rule says otherwise: `public`,
+    /// `authenticated` (any valid token or API key) or `role:NAME`.
+    /// `access = "authenticated"`
+    pub access: Option<String>,
+    /// Policies for some of its routes and methods; the first that matches
+    /// a request applies. `[[rules]]`
+    pub rules: Vec<RouteRule>,
+    /// May sign tokens through `bazaar:platform/auth`. `issues_tokens = true`
+    pub issues_tokens: bool,
+    /// The roles its tokens may carry. `token_roles = ["customer"]`
+    pub token_roles: Vec<String>,
+    /// Its sandbox limits; unset ones take `[runtime]`'s. `[limits]`
+    pub limits: ServiceLimits,
+}
+
+/// A policy for some routes and methods of a service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteRule {
+    /// Route patterns of the service it covers; all when empty.
+    /// `routes = ["/api/users/login"]`
+    pub routes: Vec<String>,
+    /// Methods it covers; all when empty. `methods = ["POST", "PUT"]`
+    pub methods: Vec<String>,
+    /// Who may call: `public`, `authenticated` or `role:NAME`.
+    /// `access = "role:admin"`
+    pub access: Option<String>,
+    /// Names of `[auth.api_keys]` accepted as well as tokens.
+    /// `api_keys = ["warehouse"]`
+    pub api_keys: Vec<String>,
+    /// Requests per client (token subject, API key, or IP address), as
+    /// `N/s`, `N/min` or `N/h`; a client may burst up to N.
+    /// `rate_limit = "10/min"`
+    pub rate_limit: Option<String>,
+    /// Wall-clock limit of one request, in milliseconds. `timeout_ms = 2000`
+    pub timeout_ms: Option<u64>,
+    /// Cross-origin requests from these origins are allowed (`*` for any);
+    /// the gateway answers their preflights. `cors_origins = ["https://shop.example"]`
+    pub cors_origins: Vec<String>,
+}
+
+/// A service's sandbox limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceLimits {
+    /// Requests and event deliveries running at once; more wait briefly,
+    /// then get 503. `max_concurrency = 64`
+    pub max_concurrency: Option<u32>,
+    /// All memories of one instance together, in MiB. `memory_mib = 64`
+    pub memory_mib: Option<usize>,
+    /// CPU time one request may spend running, in milliseconds. `cpu_time_ms = 2000`
+    pub cpu_time_ms: Option<u64>,
+    /// Wall-clock limit of one request, in milliseconds. `timeout_ms = 10000`
+    pub timeout_ms: Option<u64>,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone.
+    Public,
+    /// Any caller with a valid token or accepted API key.
+    Authenticated,
+    /// A caller whose token or API key carries this role.
+    Role(String),
+}
+
+impl Access {
+    /// Parses `public`, `authenticated` or `role:NAME`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "public" => Ok(Self::Public),
+            "authenticated" => Ok(Self::Authenticated),
+            other => match other.strip_prefix("role:") {
+                Some(role) if is_valid_topic(role) => Ok(Self::Role(role.to_owned())),
+                _ => Err(format!(
+                    "access `{text}` must be `public`, `authenticated` or `role:NAME`"
+                )),
+            },
+        }
+    }
+}
+
+/// Parses a rate like `10/s`, `60/min` or `1000/h` into (count, period).
+pub fn parse_rate(text: &str) -> Result<(u32, std::time::Duration), String> {
+    let invalid = || format!("rate_limit `{text}` must look like `10/s`, `60/min` or `1000/h`");
+    let (count, unit) = text.split_once('/').ok_or_else(invalid)?;
+    let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" => 1,
+        "min" | "m" | "minute" => 60,
+        "h" | "hour" => 3600,
+        _ => return Err(invalid()),
+    };
+    if count == 0 {
+        return Err(invalid());
+    }
+    Ok((count, std::time::Duration::from_secs(seconds)))
 }
 
 /// A `wasi:config` value: written in TOML as a string, number or boolean and
@@ -88,7 +186,60 @@ impl ServiceSpec {
             OutboundRule::parse(entry)
                 .map_err(|e| format!("service `{name}`: allowed_outbound_hosts: {e}"))?;
         }
+        if let Some(access) = &self.access {
+            Access::parse(access).map_err(|e| format!("service `{name}`: {e}"))?;
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |e: String| format!("service `{name}`, rule {}: {e}", i + 1);
+            for route in &rule.routes {
+                if !self.routes.contains(route) {
+                    return Err(at(format!(
+                        "`{route}` is not one of the service's routes; name one of {:?}",
+                        self.routes
+                    )));
+                }
+            }
+            for method in &rule.methods {
+                if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(at(format!(
+                        "method `{method}` must be upper case, e.g. `POST`"
+                    )));
+                }
+            }
+            if let Some(access) = &rule.access {
+                Access::parse(access).map_err(at)?;
+            }
+            if let Some(rate) = &rule.rate_limit {
+                parse_rate(rate).map_err(at)?;
+            }
+            if rule.timeout_ms == Some(0) {
+                return Err(at("timeout_ms must be at least 1".into()));
+            }
+        }
+        let limits = &self.limits;
+        if limits.max_concurrency == Some(0)
+            || limits.memory_mib == Some(0)
+            || limits.cpu_time_ms == Some(0)
+            || limits.timeout_ms == Some(0)
+        {
+            return Err(format!(
+                "service `{name}`: [limits] values must be at least 1"
+            ));
+        }
+        if !self.issues_tokens && !self.token_roles.is_empty() {
+            return Err(format!(
+                "service `{name}`: token_roles needs issues_tokens = true"
+            ));
+        }
         Ok(())
+    }
+
+    /// Its default access.
+    pub fn default_access(&self) -> Access {
+        self.access
+            .as_deref()
+            .and_then(|a| Access::parse(a).ok())
+            .unwrap_or(Access::Public)
     }
 
     /// Config values as the strings a guest reads.

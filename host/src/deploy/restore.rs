@@ -91,12 +91,8 @@ impl Deployer {
             };
             let loaded = self.settle(&mut plan, loaded, &mut changed).await;
             let store = ServiceStore::open(&self.data_dir, &plan.name)?;
-            let context = ServiceContext::new(
-                &plan.name,
-                plan.spec.clone(),
-                Arc::new(store),
-                Arc::clone(&self.outbox_bell),
-            )?;
+            let context =
+                ServiceContext::new(&plan.name, plan.spec.clone(), Arc::new(store), &self.env)?;
             let (version, error) = match loaded {
                 Ok(loaded) => (Some(Arc::new(loaded)), None),
                 Err(error) => {

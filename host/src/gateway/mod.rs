@@ -1,0 +1,317 @@
+//! The public HTTP front door.
+//!
+//! A request's path through here, each step able to answer by itself:
+//! 1. `access_log` gives it a request id and a span, and writes one access line;
+//! 2. the liveness endpoint answers load balancers;
+//! 3. the URI length is checked, and the path routed to a service;
+//! 4. a CORS preflight is answered from the route's policy;
+//! 5. the caller is authenticated (bearer token or API key) and checked
+//!    against the route's access rule, then its rate limit;
+//! 6. headers only the host may set are replaced, the body is limited, and
+//!    the request's [`RequestContext`] (deadline, trace, identity) is built;
+//! 7. the runtime runs it in a fresh instance of the current version.
+//!
+//! Every failure becomes a JSON error at one place, [`GatewayError`].
+
+mod body;
+mod errors;
+
+pub use errors::{GatewayError, error_response};
+
+use crate::auth::{ApiKeys, Identity, TokenAuthority};
+use crate::context::{REQUEST_ID_HEADER, RequestContext, TRACEPARENT_HEADER, TraceContext};
+use crate::loader::short;
+use crate::policy::Decision;
+use crate::registry::ServiceRegistry;
+use crate::runtime::Runtime;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument as _;
+
+/// Response header naming the service that answered.
+pub const SERVICE_HEADER: &str = "x-bazaar-service";
+/// Response header carrying the version (content hash) that answered.
+pub const VERSION_HEADER: &str = "x-bazaar-version";
+/// Request headers with this prefix are set only by the host.
+pub const HOST_ONLY_PREFIX: &str = "x-bazaar-";
+/// Request header carrying a machine client's API key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// Unauthenticated liveness endpoint for load balancers; never routed to a service.
+pub const LIVENESS_PATH: &str = "/.well-known/bazaar/health";
+
+/// What the gateway needs: where requests go, how they run, and who may send them.
+pub struct GatewayState {
+    /// Services and routes.
+    pub registry: Arc<ServiceRegistry>,
+    /// Runs requests.
+    pub runtime: Arc<Runtime>,
+    /// Verifies bearer tokens.
+    pub tokens: Arc<TokenAuthority>,
+    /// Verifies API keys.
+    pub api_keys: Arc<ApiKeys>,
+    /// `[gateway] max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// `[gateway] max_uri_bytes`.
+    pub max_uri_bytes: usize,
+}
+
+/// The request id, put in the request's extensions by `access_log`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The gateway's router: every path goes to `proxy`.
+pub fn app(state: Arc<GatewayState>) -> Router {
+    Router::new()
+        .fallback(proxy)
+        .with_state(state)
+        // Outermost, so the span and access line cover every response,
+        // including the gateway's own errors.
+        .layer(middleware::from_fn(access_log))
+}
+
+async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| Arc::from("-"), |r| Arc::clone(&r.0));
+    if request.uri().path() == LIVENESS_PATH {
+        return axum::Json(serde_json::json!({ "status": "ok" })).into_response();
+    }
+    match forward(&state, Arc::clone(&id), request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(&id),
+    }
+}
+
+async fn forward(
+    state: &GatewayState,
+    id: Arc<str>,
+    mut request: Request,
+) -> Result<Response, GatewayError> {
+    let started = tokio::time::Instant::now();
+    let max_uri = state.max_uri_bytes;
+    if request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len())
+        > max_uri
+    {
+        return Err(GatewayError::UriTooLong(max_uri));
+    }
+    let snapshot = state.registry.load();
+    let path = request.uri().path();
+    let (slot, pattern) = snapshot
+        .route(path)
+        .ok_or_else(|| GatewayError::NoRoute(path.to_owned()))?;
+    let span = tracing::Span::current();
+    span.record("service", tracing::field::display(slot.name()));
+    span.record("route", tracing::field::display(pattern));
+    let policy = &slot.context.policy;
+    let origin = header_text(request.headers(), header::ORIGIN).map(str::to_owned);
+    if let Some(preflight) = preflight(policy, pattern, &request, origin.as_deref())? {
+        return Ok(preflight);
+    }
+    let decision = policy.decide(pattern, request.method());
+    let identity = authenticate(state, request.headers(), &decision)?;
+    decision.admit(identity.as_ref())?;
+    let client = match (
+        &identity,
+        request.extensions().get::<ConnectInfo<SocketAddr>>(),
+    ) {
+        (Some(who), _) => who.subject.clone(),
+        (None, Some(ConnectInfo(peer))) => peer.ip().to_string(),
+        (None, None) => "unknown".to_owned(),
+    };
+    decision.take(&client)?;
+
+    let version = slot.current().ok_or_else(|| {
+        let why = slot
+            .error()
+            .unwrap_or_else(|| "it has no version loaded".into());
+        GatewayError::Unavailable(slot.name().to_owned(), why)
+    })?;
+    span.record("version", tracing::field::display(short(&version.version)));
+    let max = state.max_body_bytes;
+    let declared = header_text(request.headers(), header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(GatewayError::TooLarge(max));
+    }
+
+    let trace = header_text(request.headers(), TRACEPARENT_HEADER)
+        .and_then(TraceContext::parse)
+        .unwrap_or_else(TraceContext::new_root);
+    let timeout = decision.timeout.unwrap_or(slot.context.limits.timeout);
+    let ctx = RequestContext::new(id, started + timeout, trace)
+        .enter(&slot.context.name)
+        .with_identity(identity);
+    set_host_headers(request.headers_mut(), &ctx);
+    let (request, over_limit) = body::limit(request, max);
+
+    let version_header = version.version_header.clone();
+    let response = state
+        .runtime
+        .handle_http(ctx, &slot.context, version, request)
+        .await?;
+    if over_limit.is_exceeded() {
+        return Err(GatewayError::TooLarge(max));
+    }
+    let mut response = response.map(Body::new);
+    let headers = response.headers_mut();
+    headers.insert(SERVICE_HEADER, slot.context.name_header.clone());
+    headers.insert(VERSION_HEADER, version_header);
+    if let Some(allowed) = origin.as_deref().and_then(|o| decision.allowed_origin(o))
+        && let Ok(value) = HeaderValue::from_str(allowed)
+    {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    Ok(response)
+}
+
+fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Answers a CORS preflight from the policy of the method it asks about.
+fn preflight(
+    policy: &crate::policy::RoutePolicy,
+    pattern: &str,
+    request: &Request,
+    origin: Option<&str>,
+) -> Result<Option<Response>, GatewayError> {
+    let asked = header_text(request.headers(), header::ACCESS_CONTROL_REQUEST_METHOD);
+    let (Some(origin), Some(asked), &Method::OPTIONS) = (origin, asked, request.method()) else {
+        return Ok(None);
+    };
+    let method = Method::from_bytes(asked.as_bytes()).unwrap_or(Method::GET);
+    let decision = policy.decide(pattern, &method);
+    let allowed = decision
+        .allowed_origin(origin)
+        .ok_or_else(|| GatewayError::OriginNotAllowed(origin.to_owned()))?;
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    let pairs = [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed),
+        (header::ACCESS_CONTROL_ALLOW_METHODS, method.as_str()),
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header_text(request.headers(), header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .unwrap_or("content-type, authorization"),
+        ),
+        (header::ACCESS_CONTROL_MAX_AGE, "600"),
+        (header::VARY, "origin"),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    Ok(Some(response))
+}
+
+/// The caller's identity from a bearer token or an API key this route
+/// accepts. Bad credentials are an error, except on a public route, where
+/// they are ignored.
+fn authenticate(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    decision: &Decision,
+) -> Result<Option<Identity>, GatewayError> {
+    let public = decision.access == crate::config::Access::Public;
+    let refuse = |message: String| {
+        if public {
+            Ok(None)
+        } else {
+            Err(GatewayError::BadToken(message))
+        }
+    };
+    if let Some(token) =
+        header_text(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return match state.tokens.verify(token.trim()) {
+            Ok(identity) => Ok(Some(identity)),
+            Err(e) => refuse(e.to_string()),
+        };
+    }
+    if let Some(key) = header_text(headers, API_KEY_HEADER) {
+        return match state.api_keys.verify(key) {
+            Some(identity)
+                if identity
+                    .api_key
+                    .as_ref()
+                    .is_some_and(|name| decision.api_keys.contains(name)) =>
+            {
+                Ok(Some(identity))
+            }
+            _ => refuse("this API key is not accepted here".into()),
+        };
+    }
+    Ok(None)
+}
+
+/// Replaces every `x-bazaar-*` header with the host's own, and passes the
+/// request id and trace context on.
+fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
+    let forged: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+    let mut set = vec![
+        (REQUEST_ID_HEADER, ctx.id.to_string()),
+        (TRACEPARENT_HEADER, ctx.trace.header()),
+    ];
+    set.extend(ctx.identity_headers());
+    for (name, value) in set {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Gives each request an id (the client's `x-request-id` if it sent a sane
+/// one), runs it inside a span carrying that id, and writes one access line.
+async fn access_log(mut request: Request, next: Next) -> Response {
+    let id: Arc<str> = header_text(request.headers(), REQUEST_ID_HEADER)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || uuid::Uuid::new_v4().simple().to_string().into(),
+            Arc::from,
+        );
+    request.extensions_mut().insert(RequestId(Arc::clone(&id)));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        service = tracing::field::Empty,
+        route = tracing::field::Empty,
+        version = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            target: "bazaar::access",
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "served"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
