@@ -7,7 +7,7 @@ use crate::model::{EXPIRY_PREFIX, Settle, Status, parse_expiry_key};
 use crate::settle::settle;
 use crate::store;
 use bazaar_sdk::kv::Bucket;
-use bazaar_sdk::{Result, log};
+use bazaar_sdk::{Result, log, platform};
 
 /// Most reservations one request expires, so a backlog delays no single
 /// request for long; the next requests carry on.
@@ -18,7 +18,9 @@ const PAGE: u32 = 25;
 /// Expires what is due; a failure is logged and the request goes on, since
 /// the next request sweeps again.
 pub fn sweep() {
-    if let Err(error) = store::bucket().and_then(|bucket| sweep_in(&bucket, store::now_ms())) {
+    if let Err(error) =
+        store::bucket().and_then(|bucket| sweep_in(&bucket, platform::unix_time_ms()))
+    {
         log::warn(&format!("expiry sweep failed: {}", error.message));
     }
 }

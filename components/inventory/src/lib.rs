@@ -15,7 +15,7 @@
 //! # Layout
 //!
 //! - `model`: records, key formats and the pure stock rules.
-//! - `store`: the bucket, the clock and the retry loop.
+//! - `store`: the bucket and the retry loop.
 //! - `stock`: set and read stock.
 //! - `reserve`: make and read reservations.
 //! - `settle`: commit, release and expire reservations.
@@ -29,9 +29,6 @@ mod stock;
 mod store;
 
 use bazaar_sdk::{Error, Request, Response, Result, Router};
-
-/// The header the host sets on service calls (and strips from clients).
-const CALLER_HEADER: &str = "x-bazaar-caller";
 
 type Handler = fn(Request) -> Result<Response>;
 
@@ -68,7 +65,7 @@ fn swept(handler: Handler) -> impl Fn(Request) -> Result<Response> {
 fn internal(handler: Handler) -> impl Fn(Request) -> Result<Response> {
     let handler = swept(handler);
     move |req| {
-        if req.header(CALLER_HEADER).is_none_or(str::is_empty) {
+        if req.caller().is_none() {
             return Err(Error::forbidden("this endpoint is for other services only"));
         }
         handler(req)

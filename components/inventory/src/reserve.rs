@@ -7,7 +7,7 @@ use crate::model::{
 };
 use crate::store::{self, Attempt, with_retries};
 use bazaar_sdk::kv::{Bucket, Transaction};
-use bazaar_sdk::{Error, Request, Response, Result, config};
+use bazaar_sdk::{Error, Request, Response, Result, config, platform};
 use serde::Deserialize;
 
 /// Reservation lifetime when neither the request nor the config names one.
@@ -57,7 +57,7 @@ fn attempt(
     if let Some(stored) = bucket.get(&key)? {
         return Ok(Attempt::Done((200, store::decode(&key, &stored)?)));
     }
-    let now = store::now_ms();
+    let now = platform::unix_time_ms();
     let reservation = Reservation {
         order_id: order_id.to_owned(),
         items: items.to_vec(),

@@ -1,7 +1,6 @@
-//! The bucket, the clock, and the compare-and-swap retry loop every change
-//! goes through.
+//! The bucket and the compare-and-swap retry loop every change goes
+//! through.
 
-use bazaar_sdk::bindings::wasi::clocks::wall_clock;
 use bazaar_sdk::kv::{self, CommitError, Transaction};
 use bazaar_sdk::{Error, Result, platform};
 use std::time::Duration;
@@ -16,14 +15,6 @@ const MAX_BACKOFF_MS: u64 = 20;
 /// The inventory bucket.
 pub fn bucket() -> Result<kv::Bucket> {
     Ok(kv::open("inventory")?)
-}
-
-/// Now, in milliseconds since the Unix epoch (the SDK's clock has seconds).
-pub fn now_ms() -> u64 {
-    let now = wall_clock::now();
-    now.seconds
-        .saturating_mul(1000)
-        .saturating_add(u64::from(now.nanoseconds / 1_000_000))
 }
 
 /// The end of one attempt at a change.

@@ -1,6 +1,7 @@
 //! The `notifications` service: a message for each user on the events
 //! that concern them — a welcome on `user-registered`, a confirmation on
-//! `order-placed` — and `GET /api/notifications?user={id}` to read them.
+//! `order-placed` — and `GET /api/notifications?user={id}` to read them,
+//! which only that user or an `admin` may.
 //!
 //! Keys in bucket `notifications`:
 //! - `event:{event_id}` → the key of the message it made: the marker

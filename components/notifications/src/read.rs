@@ -9,7 +9,10 @@ use serde::Serialize;
 const PAGE: u32 = 500;
 
 /// `{"notifications": [...]}` of one user, newest first (the key order).
+/// Only that user or an `admin` (401 without a caller, 403 for another
+/// user).
 pub fn list(req: Request) -> Result<Response> {
+    req.require_authenticated()?;
     let user = req.query_param("user").ok_or_else(|| {
         Error::bad_request("missing ?user= (the user whose notifications to list)")
     })?;
@@ -18,6 +21,7 @@ pub fn list(req: Request) -> Result<Response> {
             "user must be 1-64 letters, digits, `_`, `-` or `.`",
         ));
     }
+    req.require_self_or_admin(&user)?;
     let bucket = store::bucket()?;
     let prefix = user_prefix(&user);
     let mut notifications: Vec<Notification> = Vec::new();

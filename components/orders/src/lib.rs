@@ -6,6 +6,10 @@
 //! publishes the event in one commit. A failing step undoes the earlier
 //! ones: nothing stays reserved or charged.
 //!
+//! Only a logged-in user places orders, for themself (an `admin` for
+//! anyone), and reads their own; the gateway verifies the token, and the
+//! calls this service makes carry that identity on.
+//!
 //! Keys in bucket `orders`:
 //! - `order:{id}` → the order;
 //! - `user:{user_id}:{created_at_ms:020}:{order_id}` → the order id: each
@@ -18,7 +22,7 @@
 //! - `saga`: reserve, charge, commit, and the compensations.
 //! - `place`: placing an order, step by step.
 //! - `read`: reading orders.
-//! - `store`: the bucket and the clock.
+//! - `store`: the bucket.
 
 mod lookup;
 mod model;

@@ -26,7 +26,7 @@ pub struct Priced {
 }
 
 /// A 422 unless `users` knows `user_id`.
-pub fn require_user(user_id: &str) -> Result<()> {
+pub fn require_known_user(user_id: &str) -> Result<()> {
     let reply = call::get("users", &format!("/api/users/{user_id}"))?;
     match reply.status {
         200..=299 => Ok(()),

@@ -23,11 +23,14 @@ struct OrderPlaced<'a> {
     payment_id: &'a str,
 }
 
-/// Places an order; 201 with it.
+/// Places an order; 201 with it. Needs a logged-in caller (401), who
+/// orders for themself unless they are an `admin` (403).
 pub fn create(req: Request) -> Result<Response> {
+    req.require_user()?;
     let input: OrderInput = req.json()?;
     validate(&input)?;
-    lookup::require_user(&input.user_id)?;
+    req.require_self_or_admin(&input.user_id)?;
+    lookup::require_known_user(&input.user_id)?;
     let Priced {
         items,
         total_cents,
@@ -37,7 +40,7 @@ pub fn create(req: Request) -> Result<Response> {
     saga::reserve(&order_id, &input.items)?;
     let paid = saga::pay(&order_id, total_cents, &currency, &input.card)?;
     saga::commit(&order_id, &paid.id)?;
-    let created_at_ms = store::now_ms();
+    let created_at_ms = platform::unix_time_ms();
     let order = Order {
         id: order_id,
         user_id: input.user_id,

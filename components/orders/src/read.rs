@@ -5,22 +5,28 @@ use crate::store;
 use bazaar_sdk::{Error, Request, Response, Result};
 use serde::Serialize;
 
-/// `GET /api/orders/{id}`.
+/// `GET /api/orders/{id}`: the order's user or an `admin` (401 without a
+/// caller, 404 when absent, 403 for another user).
 pub fn get(req: Request) -> Result<Response> {
+    req.require_authenticated()?;
     let id = req.param("id")?;
     let order: Order = store::bucket()?
         .get_json(&order_key(id))?
         .ok_or_else(|| Error::not_found(format!("no order with id {id}")))?;
+    req.require_self_or_admin(&order.user_id)?;
     Response::json(200, &order)
 }
 
 /// `GET /api/orders?user={id}`: `{"orders": [...]}`, newest first, read
-/// through the user's index rather than every order.
+/// through the user's index rather than every order. Only that user or an
+/// `admin` (401 without a caller, 403 for another user).
 pub fn list(req: Request) -> Result<Response> {
+    req.require_authenticated()?;
     let user = req
         .query_param("user")
         .ok_or_else(|| Error::bad_request("missing ?user= (the user whose orders to list)"))?;
     let user = valid_id("user", &user)?;
+    req.require_self_or_admin(user)?;
     let bucket = store::bucket()?;
     let prefix = user_index_prefix(user);
     // Index keys end in the order id and sort oldest first.

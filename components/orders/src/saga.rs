@@ -10,7 +10,6 @@ use crate::model::ItemInput;
 use bazaar_sdk::call::{self, Reply};
 use bazaar_sdk::{Error, Method, Result, log, platform};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -47,7 +46,7 @@ pub fn reserve(order_id: &str, items: &[ItemInput]) -> Result<()> {
     };
     match reply.status {
         200..=299 => Ok(()),
-        404 | 409 => Err(Error::conflict(callee_message(&reply))),
+        404 | 409 => Err(Error::conflict(reply.error_message())),
         status => {
             log::warn(&format!(
                 "reserving stock for order {order_id}: inventory answered {status}"
@@ -82,14 +81,14 @@ pub fn pay(order_id: &str, total_cents: u64, currency: &str, card: &Value) -> Re
         },
         Ok(reply) if reply.status == 402 => {
             release(order_id);
-            return Err(Error::new(402, callee_message(&reply)));
+            return Err(Error::new(402, reply.error_message()));
         }
         Ok(reply) => {
             let status = match reply.status {
                 503 | 504 => reply.status,
                 _ => 502,
             };
-            Error::new(status, callee_message(&reply))
+            Error::new(status, reply.error_message())
         }
         Err(error) => Error::from(error),
     };
@@ -109,9 +108,9 @@ pub fn pay(order_id: &str, total_cents: u64, currency: &str, card: &Value) -> Re
 /// refunded and the stock released, and the order fails with a 502.
 pub fn commit(order_id: &str, payment_id: &str) -> Result<()> {
     let path = format!("/internal/reservations/{order_id}/commit");
-    let problem = match call::send("inventory", Method::Post, &path, None) {
+    let problem = match call::post("inventory", &path) {
         Ok(reply) if reply.is_success() => return Ok(()),
-        Ok(reply) => callee_message(&reply),
+        Ok(reply) => reply.error_message(),
         Err(error) => error.message,
     };
     log::warn(&format!(
@@ -130,7 +129,7 @@ pub fn commit(order_id: &str, payment_id: &str) -> Result<()> {
 pub fn release(order_id: &str) {
     let path = format!("/internal/reservations/{order_id}/release");
     compensate("release the stock", order_id, || {
-        call::send("inventory", Method::Post, &path, None)
+        call::post("inventory", &path)
     });
 }
 
@@ -138,7 +137,7 @@ pub fn release(order_id: &str) {
 pub fn refund(payment_id: &str) {
     let path = format!("/api/payments/{payment_id}/refund");
     compensate("refund payment", payment_id, || {
-        call::send("payments", Method::Post, &path, None)
+        call::post("payments", &path)
     });
 }
 
@@ -158,7 +157,7 @@ fn compensate(what: &str, id: &str, mut send: impl FnMut() -> Result<Reply>) {
     for try_number in 1..=COMPENSATION_TRIES {
         match send() {
             Ok(reply) if reply.status < 500 => return,
-            Ok(reply) => last = format!("answered {}: {}", reply.status, callee_message(&reply)),
+            Ok(reply) => last = format!("answered {}: {}", reply.status, reply.error_message()),
             Err(error) => last = error.message,
         }
         if try_number < COMPENSATION_TRIES {
@@ -166,12 +165,4 @@ fn compensate(what: &str, id: &str, mut send: impl FnMut() -> Result<Reply>) {
         }
     }
     log::error(&format!("could not {what} for {id}: {last}"));
-}
-
-/// The `error` message of a callee's failure reply.
-fn callee_message(reply: &Reply) -> String {
-    match reply.json::<IgnoredAny>() {
-        Err(error) => error.message,
-        Ok(_) => format!("answered {}", reply.status),
-    }
 }

@@ -30,6 +30,8 @@ struct ChargeInput {
 
 /// A checked charge, holding no more of the card than its last four digits.
 struct Charge {
+    /// The verified user asking, if any; see [`Payment::user_id`].
+    user_id: Option<String>,
     order_id: String,
     amount_cents: u64,
     currency: String,
@@ -40,6 +42,7 @@ struct Charge {
 impl Charge {
     fn fingerprint(&self) -> String {
         fingerprint(
+            self.user_id.as_deref(),
             &self.order_id,
             self.amount_cents,
             &self.currency,
@@ -52,6 +55,7 @@ impl Charge {
         Payment {
             id: platform::random_id(),
             order_id: self.order_id.clone(),
+            user_id: self.user_id.clone(),
             amount_cents: self.amount_cents,
             currency: self.currency.clone(),
             card_last4: self.card_last4.clone(),
@@ -65,14 +69,17 @@ impl Charge {
 }
 
 /// `POST /api/payments`: 201 with the payment, or 402 when the card is
-/// declined (the declined payment is stored too).
+/// declined (the declined payment is stored too). A client must be logged
+/// in (401); the payment is theirs. A service call may come without a user.
 pub fn create(req: Request) -> Result<Response> {
+    req.require_authenticated()?;
     let input: ChargeInput = req.json()?;
     if input.amount_cents == 0 {
         return Err(Error::bad_request("amount_cents must be more than 0"));
     }
     let card = Card::parse(&input.card)?;
     let charge = Charge {
+        user_id: req.user().map(str::to_owned),
         order_id: valid_order_id(&input.order_id)?.to_owned(),
         amount_cents: input.amount_cents,
         currency: valid_currency(&input.currency)?,
@@ -137,7 +144,7 @@ fn logged(payment: &Payment, attempt: Attempt<Response>) -> Result<Attempt<Respo
 
 /// The answer recorded for a key, given again: the same status and the
 /// payment, marked `idempotent-replayed`. A key reused for a different
-/// charge is a 422; a voided key is a 409.
+/// charge, or by another user, is a 422; a voided key is a 409.
 fn replay(bucket: &Bucket, record: &IdemRecord, fingerprint: &str) -> Result<Response> {
     if record.voided {
         return Err(Error::conflict("this payment was voided"));

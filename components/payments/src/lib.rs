@@ -11,6 +11,11 @@
 //!   `{"payment_id", "fingerprint", "status_code"}`, plus `"voided": true`
 //!   once voided (alone, as a tombstone, when the void came first).
 //!
+//! A payment belongs to the verified user who made it (`x-bazaar-user`,
+//! which a call from `orders` carries on from the order's user): only they,
+//! an `admin`, or another service may read or refund it. A client must be
+//! logged in to charge.
+//!
 //! `/internal/...` is not among the gateway routes: only other services
 //! reach it, by calling `http://payments.internal/...`.
 //!
@@ -30,9 +35,6 @@ mod store;
 
 use bazaar_sdk::{Error, Request, Response, Result, Router};
 
-/// The header the host sets on service calls (and strips from clients).
-const CALLER_HEADER: &str = "x-bazaar-caller";
-
 fn routes() -> Router {
     Router::new()
         .post("/api/payments", charge::create)
@@ -47,7 +49,7 @@ bazaar_sdk::service!(routes);
 /// `/internal/...` here; the caller check also covers a gateway route that
 /// someone widens by mistake.
 fn internal_void(req: Request) -> Result<Response> {
-    if req.header(CALLER_HEADER).is_none_or(str::is_empty) {
+    if req.caller().is_none() {
         return Err(Error::forbidden("this endpoint is for other services only"));
     }
     settle::void(req)

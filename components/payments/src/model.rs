@@ -27,6 +27,12 @@ pub struct Payment {
     pub id: String,
     /// The order paid for.
     pub order_id: String,
+    /// The verified user who paid (`x-bazaar-user`: on a call from
+    /// `orders`, the user who placed the order); `null` for a service call
+    /// made without one. Only they, an `admin` or a service may read or
+    /// refund it.
+    #[serde(default)]
+    pub user_id: Option<String>,
     /// Amount in cents of `currency`.
     pub amount_cents: u64,
     /// ISO 4217 code, uppercase.
@@ -68,10 +74,18 @@ pub fn idem_key(key: &str) -> String {
     format!("idem:{key}")
 }
 
-/// What makes two charges "the same request": encoded as a JSON array so
-/// that no choice of field values can make two different requests collide.
-pub fn fingerprint(order_id: &str, amount_cents: u64, currency: &str, card_last4: &str) -> String {
-    serde_json::json!([order_id, amount_cents, currency, card_last4]).to_string()
+/// What makes two charges "the same request", who asks included, so that
+/// another user reusing a key learns nothing of the payment it made:
+/// encoded as a JSON array so that no choice of field values can make two
+/// different requests collide.
+pub fn fingerprint(
+    user_id: Option<&str>,
+    order_id: &str,
+    amount_cents: u64,
+    currency: &str,
+    card_last4: &str,
+) -> String {
+    serde_json::json!([order_id, amount_cents, currency, card_last4, user_id]).to_string()
 }
 
 /// A currency code: three ASCII letters, returned uppercase.
@@ -120,16 +134,43 @@ mod tests {
 
     #[test]
     fn fingerprints_differ_whenever_a_field_does() {
-        let base = fingerprint("o1", 100, "USD", "4242");
-        assert_eq!(base, fingerprint("o1", 100, "USD", "4242"));
-        assert_ne!(base, fingerprint("o1", 101, "USD", "4242"));
-        assert_ne!(base, fingerprint("o1", 100, "EUR", "4242"));
-        assert_ne!(base, fingerprint("o1", 100, "USD", "0002"));
+        let u1 = Some("u1");
+        let base = fingerprint(u1, "o1", 100, "USD", "4242");
+        assert_eq!(base, fingerprint(u1, "o1", 100, "USD", "4242"));
+        assert_ne!(base, fingerprint(u1, "o1", 101, "USD", "4242"));
+        assert_ne!(base, fingerprint(u1, "o1", 100, "EUR", "4242"));
+        assert_ne!(base, fingerprint(u1, "o1", 100, "USD", "0002"));
         assert_ne!(
-            fingerprint("a\",\"b", 1, "USD", "4242"),
-            fingerprint("a", 1, "b\",\"USD", "4242"),
+            fingerprint(u1, "a\",\"b", 1, "USD", "4242"),
+            fingerprint(u1, "a", 1, "b\",\"USD", "4242"),
             "quotes in one field must not shift into another"
         );
+    }
+
+    #[test]
+    fn the_same_charge_by_another_user_is_another_request() {
+        let mine = fingerprint(Some("u1"), "o1", 100, "USD", "4242");
+        assert_ne!(mine, fingerprint(Some("u2"), "o1", 100, "USD", "4242"));
+        assert_ne!(mine, fingerprint(None, "o1", 100, "USD", "4242"));
+    }
+
+    #[test]
+    fn payments_without_a_user_say_null_and_old_records_still_read() {
+        let payment = Payment {
+            id: "p1".into(),
+            order_id: "o1".into(),
+            user_id: None,
+            amount_cents: 100,
+            currency: "USD".into(),
+            card_last4: "4242".into(),
+            status: PaymentStatus::Succeeded,
+            created_at: 1,
+        };
+        let json = serde_json::to_value(&payment).unwrap();
+        assert_eq!(json["user_id"], serde_json::Value::Null);
+        let old = r#"{"id":"p1","order_id":"o1","amount_cents":100,"currency":"USD",
+            "card_last4":"4242","status":"succeeded","created_at":1}"#;
+        assert_eq!(serde_json::from_str::<Payment>(old).unwrap(), payment);
     }
 
     #[test]

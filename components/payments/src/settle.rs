@@ -9,19 +9,26 @@ use bazaar_sdk::kv::{Bucket, Transaction};
 use bazaar_sdk::{Error, Request, Response, Result, log};
 use serde::Deserialize;
 
-/// `GET /api/payments/{id}`.
+/// `GET /api/payments/{id}`: 401 without a caller, 404 when absent, 403
+/// unless [`authorize`]d.
 pub fn get(req: Request) -> Result<Response> {
+    req.require_authenticated()?;
     let id = req.param("id")?;
     let (payment, _) = load(&store::bucket()?, id)?;
+    authorize(&req, &payment)?;
     Response::json(200, &payment)
 }
 
 /// `POST /api/payments/{id}/refund`: a succeeded payment becomes
 /// `refunded`; refunding again answers it unchanged; a declined one, which
-/// charged nothing, is a 409.
+/// charged nothing, is a 409. Checked like [`get`] (`orders` refunds as a
+/// service call).
 pub fn refund(req: Request) -> Result<Response> {
+    req.require_authenticated()?;
     let id = req.param("id")?;
     let bucket = store::bucket()?;
+    // Whose a payment is never changes, so one check before the retries.
+    authorize(&req, &load(&bucket, id)?.0)?;
     let payment = with_retries(|| {
         let (mut payment, stored) = load(&bucket, id)?;
         match payment.status {
@@ -121,6 +128,17 @@ fn void_once(bucket: &Bucket, key: &str) -> Result<Attempt<Option<String>>> {
     store::commit(tx.set_json(bucket, &record_key, &record), refunded)
 }
 
+/// Nothing if the caller may see and refund `payment`: its user, an
+/// `admin`, or another service; one made without a user only the latter
+/// two. A 403 otherwise.
+fn authorize(req: &Request, payment: &Payment) -> Result<()> {
+    match &payment.user_id {
+        Some(owner) => req.require_self_or_admin(owner),
+        None if req.caller().is_some() || req.is_admin() => Ok(()),
+        None => Err(Error::forbidden("this payment belongs to no user")),
+    }
+}
+
 /// A payment and its bytes as stored; 404 if there is none.
 fn load(bucket: &Bucket, id: &str) -> Result<(Payment, Vec<u8>)> {
     let key = payment_key(id);
@@ -128,4 +146,59 @@ fn load(bucket: &Bucket, id: &str) -> Result<(Payment, Vec<u8>)> {
         .get(&key)?
         .ok_or_else(|| Error::not_found(format!("no payment with id {id}")))?;
     Ok((store::decode(&key, &stored)?, stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bazaar_sdk::Method;
+
+    fn payment(user_id: Option<&str>) -> Payment {
+        Payment {
+            id: "p1".into(),
+            order_id: "o1".into(),
+            user_id: user_id.map(str::to_owned),
+            amount_cents: 100,
+            currency: "USD".into(),
+            card_last4: "4242".into(),
+            status: PaymentStatus::Succeeded,
+            created_at: 1,
+        }
+    }
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut request = Request::new(Method::Get, "/api/payments/p1");
+        request.headers = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
+            .collect();
+        request
+    }
+
+    fn status(req: &Request, payment: &Payment) -> Option<u16> {
+        authorize(req, payment).err().map(|e| e.status)
+    }
+
+    #[test]
+    fn a_payment_is_its_users_and_admins() {
+        let mine = payment(Some("u1"));
+        let me = request(&[("x-bazaar-user", "u1"), ("x-bazaar-roles", "customer")]);
+        let other = request(&[("x-bazaar-user", "u2"), ("x-bazaar-roles", "customer")]);
+        let admin = request(&[("x-bazaar-user", "ops"), ("x-bazaar-roles", "admin")]);
+        assert_eq!(status(&me, &mine), None);
+        assert_eq!(status(&other, &mine), Some(403));
+        assert_eq!(status(&admin, &mine), None);
+    }
+
+    #[test]
+    fn services_may_refund_any_payment_and_userless_ones_are_no_customers() {
+        let orders = request(&[("x-bazaar-caller", "orders"), ("x-bazaar-user", "u2")]);
+        assert_eq!(status(&orders, &payment(Some("u1"))), None);
+        let userless = payment(None);
+        assert_eq!(status(&orders, &userless), None);
+        let customer = request(&[("x-bazaar-user", "u1"), ("x-bazaar-roles", "customer")]);
+        assert_eq!(status(&customer, &userless), Some(403));
+        let admin = request(&[("x-bazaar-user", "ops"), ("x-bazaar-roles", "admin")]);
+        assert_eq!(status(&admin, &userless), None);
+    }
 }

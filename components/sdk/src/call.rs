@@ -62,16 +62,22 @@ impl Reply {
         })
     }
 
-    /// The callee's failure as an [`Error`].
-    fn error(&self) -> Error {
+    /// The callee's message for a failure: the `error` of its JSON body
+    /// (every SDK error has one), else "service `NAME` answered STATUS".
+    pub fn error_message(&self) -> String {
         #[derive(serde::Deserialize)]
         struct Body {
             error: String,
         }
-        let message = serde_json::from_slice::<Body>(&self.body)
+        serde_json::from_slice::<Body>(&self.body)
             .map(|body| body.error)
-            .unwrap_or_else(|_| format!("service `{}` answered {}", self.service, self.status));
-        Error::new(self.status, message)
+            .unwrap_or_else(|_| format!("service `{}` answered {}", self.service, self.status))
+    }
+
+    /// The callee's failure as an [`Error`] with its status and
+    /// [`Reply::error_message`].
+    pub fn error(&self) -> Error {
+        Error::new(self.status, self.error_message())
     }
 }
 
@@ -162,6 +168,11 @@ pub fn get(service: &str, path: &str) -> Result<Reply, Error> {
     send(service, Method::Get, path, None)
 }
 
+/// POSTs to `path` on `service` with no body.
+pub fn post(service: &str, path: &str) -> Result<Reply, Error> {
+    send(service, Method::Post, path, None)
+}
+
 /// POSTs `value` as JSON to `path` on `service`.
 pub fn post_json<T: Serialize + ?Sized>(
     service: &str,
@@ -189,4 +200,49 @@ fn send_json<T: Serialize + ?Sized>(
     let body = serde_json::to_vec(value).map_err(Error::internal)?;
     let headers = [("content-type".to_owned(), b"application/json".to_vec())];
     Ok(send_with(service, &method, path, &headers, &body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+            service: "payments".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_callees_error_message_is_its_json_error() {
+        let declined = reply(402, r#"{"error":"the card was declined","status":402}"#);
+        assert_eq!(declined.error_message(), "the card was declined");
+        assert_eq!(
+            declined.json::<serde_json::Value>(),
+            Err(Error::new(402, "the card was declined")),
+            "json() passes the callee's failure on"
+        );
+    }
+
+    #[test]
+    fn a_reply_without_a_json_error_names_the_callee_and_status() {
+        for body in ["", "<html>oops</html>", r#"{"message":"x"}"#] {
+            assert_eq!(
+                reply(503, body).error_message(),
+                "service `payments` answered 503",
+                "body {body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_name_the_service_and_keep_the_path() {
+        assert_eq!(
+            url("users", "/api/users/1"),
+            "http://users.internal/api/users/1"
+        );
+        assert_eq!(url("users", "api?x=1"), "http://users.internal/api?x=1");
+    }
 }

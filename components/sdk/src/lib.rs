@@ -3,8 +3,9 @@
 //! A service is a [`Router`] of handlers. Handlers take a [`Request`] and
 //! return `Result<Response, Error>`; an [`Error`] becomes a JSON body with
 //! its HTTP status. Key-value data ([`kv`]), events ([`events`]), calls to
-//! other services ([`call`]), outbound HTTP ([`outbound`]), config
-//! ([`config`]) and logs ([`log`]) come from the host, scoped to the service.
+//! other services ([`call`]), outbound HTTP ([`outbound`]), the verified
+//! caller and tokens ([`auth`]), config ([`config`]) and logs ([`log`]) come
+//! from the host, scoped to the service.
 //!
 //! 1. Write handlers.
 //! 2. Build a [`Router`] in a function.
@@ -38,6 +39,8 @@
 //! - [`kv`]: buckets, scans, compare-and-swap and transactions.
 //! - [`events`]: publishing, and the event type a handler receives.
 //! - [`outbound`]: blocking outbound HTTP; [`call`]: calls to other services.
+//! - [`auth`]: who is calling (user, roles, calling service), the 401 and
+//!   403 checks, and host-signed tokens.
 //! - [`config`], [`log`], [`platform`]: config values, logs, randomness and time.
 
 mod body;
@@ -48,6 +51,7 @@ mod response;
 mod router;
 mod serve;
 
+pub mod auth;
 pub mod call;
 pub mod config;
 pub mod events;
