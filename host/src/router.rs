@@ -169,8 +169,9 @@ fn matches(segments: &[Segment], parts: &[&str]) -> bool {
     segments.len() == parts.len()
 }
 
-/// Orders two patterns by specificity: segment ranks left to right, then the
-/// longer pattern.
+/// Orders two patterns by specificity: segment ranks left to right; when
+/// one is a prefix of the other, an exact end beats a `{*rest}` that would
+/// match nothing more, and otherwise the longer pattern wins.
 fn specificity(a: &[Segment], b: &[Segment]) -> Ordering {
     for (x, y) in a.iter().zip(b) {
         match x.rank().cmp(&y.rank()) {
@@ -178,7 +179,13 @@ fn specificity(a: &[Segment], b: &[Segment]) -> Ordering {
             other => return other,
         }
     }
-    a.len().cmp(&b.len())
+    let shorter = a.len().min(b.len());
+    let next_is_rest = |s: &[Segment]| s.get(shorter) == Some(&Segment::Rest);
+    if next_is_rest(a) || next_is_rest(b) {
+        b.len().cmp(&a.len())
+    } else {
+        a.len().cmp(&b.len())
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +228,18 @@ mod tests {
         assert_eq!(owner(&t, "/api/users/7"), Some("param"));
         assert_eq!(owner(&t, "/api/products"), Some("wild"));
         assert_eq!(owner(&t, "/favicon.ico"), Some("catchall"));
+    }
+
+    #[test]
+    fn an_exact_route_beats_a_rest_route_that_matches_nothing_more() {
+        let t = table(&[
+            ("rest", "/api/users/{*rest}"),
+            ("exact", "/api/users"),
+            ("login", "/api/users/login"),
+        ]);
+        assert_eq!(owner(&t, "/api/users"), Some("exact"));
+        assert_eq!(owner(&t, "/api/users/login"), Some("login"));
+        assert_eq!(owner(&t, "/api/users/7"), Some("rest"));
     }
 
     #[test]

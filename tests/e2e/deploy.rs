@@ -15,7 +15,7 @@ async fn hot_swap_under_load_keeps_other_services_up() {
         Some(original_version.as_str())
     );
 
-    // A bounded load loop on `users` for the whole deploy sequence.
+    // A bounded load loop on `alpha` for the whole deploy sequence.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -28,9 +28,9 @@ async fn hot_swap_under_load_keeps_other_services_up() {
                 if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                     break;
                 }
-                let response = host.http.get(host.url("/api/users/nobody")).send().await;
+                let response = host.http.get(host.url("/alpha/path/load")).send().await;
                 match response {
-                    Ok(r) if r.status() == 404 && r.headers().contains_key("x-bazaar-version") => {
+                    Ok(r) if r.status() == 200 && r.headers().contains_key("x-bazaar-version") => {
                         ok.fetch_add(1, Ordering::Relaxed)
                     }
                     _ => failed.fetch_add(1, Ordering::Relaxed),
@@ -77,7 +77,7 @@ async fn hot_swap_under_load_keeps_other_services_up() {
     assert!(ok > 0, "the load loop should have run");
     assert_eq!(
         failed, 0,
-        "no users request may fail during products deploys ({ok} succeeded)"
+        "no alpha request may fail during products deploys ({ok} succeeded)"
     );
     match Arc::try_unwrap(host) {
         Ok(host) => {

@@ -14,6 +14,7 @@ mod hostile;
 mod lifecycle;
 mod outbound;
 mod passthrough;
+mod policies;
 mod products;
 mod retailer;
 mod routing;

@@ -16,8 +16,15 @@ const DECLINED_CARD: &str = "4000000000000002";
 pub const RETAILER: &str = r#"
 [services.users]
 component = "users.wasm"
-routes = ["/api/users", "/api/users/{*rest}"]
+routes = ["/api/users", "/api/users/login", "/api/users/{*rest}"]
 publishes = ["user-registered"]
+issues_tokens = true
+token_roles = ["customer"]
+access = "authenticated"
+[[services.users.rules]]
+routes = ["/api/users", "/api/users/login"]
+methods = ["POST"]
+access = "public"
 [services.users.config]
 argon2_memory_kib = 256
 argon2_iterations = 1
@@ -25,26 +32,35 @@ argon2_iterations = 1
 [services.products]
 component = "products.wasm"
 routes = ["/api/products", "/api/products/{*rest}"]
+[[services.products.rules]]
+methods = ["POST", "PUT", "DELETE"]
+access = "role:admin"
 
 [services.inventory]
 component = "inventory.wasm"
 routes = ["/api/inventory/{*rest}"]
 calls = ["products"]
+[[services.inventory.rules]]
+methods = ["PUT"]
+access = "role:admin"
 
 [services.payments]
 component = "payments.wasm"
 routes = ["/api/payments", "/api/payments/{*rest}"]
+access = "authenticated"
 
 [services.orders]
 component = "orders.wasm"
 routes = ["/api/orders", "/api/orders/{*rest}"]
 calls = ["users", "products", "inventory", "payments"]
 publishes = ["order-placed"]
+access = "authenticated"
 
 [services.notifications]
 component = "notifications.wasm"
 routes = ["/api/notifications", "/notifications-debug/{*rest}"]
 subscribes = ["user-registered", "order-placed"]
+access = "authenticated"
 
 [services.probe]
 component = "testbed.wasm"
@@ -60,53 +76,110 @@ async fn retailer() -> TestHost {
     .await
 }
 
-async fn post(host: &TestHost, path: &str, body: Value) -> (u16, Value) {
-    let response = host.send_json(Method::POST, path, &body).await;
+/// A logged-in customer.
+#[derive(Clone)]
+pub struct Customer {
+    /// The user id.
+    pub id: String,
+    /// The bearer token login returned.
+    pub token: String,
+}
+
+async fn call(
+    host: &TestHost,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = host.http.request(method, host.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn get_json(host: &TestHost, path: &str) -> (u16, Value) {
-    let response = host.get(path).await;
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+async fn post(host: &TestHost, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    call(host, Method::POST, path, token, Some(body)).await
 }
 
-/// Registers `name` and returns the new user's id.
-pub async fn register(host: &TestHost, name: &str) -> String {
+async fn get_json(host: &TestHost, path: &str, token: Option<&str>) -> (u16, Value) {
+    call(host, Method::GET, path, token, None).await
+}
+
+/// An admin token, from the admin API as an operator gets one.
+pub async fn admin_token(host: &TestHost) -> String {
+    let issued = host
+        .http
+        .post(host.admin_url("/auth/tokens"))
+        .bearer_auth(support::TOKEN)
+        .json(&json!({ "subject": "ops", "roles": ["admin"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 200);
+    issued.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Registers `name`, logs in, and returns the customer.
+pub async fn register(host: &TestHost, name: &str) -> Customer {
+    let email = format!("{name}@example.com");
     let (status, user) = post(
         host,
         "/api/users",
-        json!({ "username": name, "email": format!("{name}@example.com"), "password": "correct horse" }),
+        None,
+        json!({ "username": name, "email": email, "password": "correct horse" }),
     )
     .await;
     assert_eq!(status, 201, "{user}");
-    user["id"].as_str().unwrap().to_owned()
+    let (status, login) = post(
+        host,
+        "/api/users/login",
+        None,
+        json!({ "email": email, "password": "correct horse" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    Customer {
+        id: user["id"].as_str().unwrap().to_owned(),
+        token: login["token"].as_str().unwrap().to_owned(),
+    }
 }
 
-/// A product priced `price_cents` USD with `stock` units.
+/// A product priced `price_cents` USD with `stock` units, made by an admin.
 pub async fn stocked_product(host: &TestHost, name: &str, price_cents: u64, stock: u64) -> String {
+    let admin = admin_token(host).await;
     let (status, product) = post(
         host,
         "/api/products",
+        Some(&admin),
         json!({ "name": name, "price_cents": price_cents, "currency": "USD" }),
     )
     .await;
     assert_eq!(status, 201, "{product}");
     let id = product["id"].as_str().unwrap().to_owned();
-    let stocked = host
-        .send_json(
-            Method::PUT,
-            &format!("/api/inventory/{id}"),
-            &json!({ "quantity": stock }),
-        )
-        .await;
-    assert_eq!(stocked.status(), 200);
+    let (status, stocked) = call(
+        host,
+        Method::PUT,
+        &format!("/api/inventory/{id}"),
+        Some(&admin),
+        Some(json!({ "quantity": stock })),
+    )
+    .await;
+    assert_eq!(status, 200, "{stocked}");
     id
 }
 
 async fn stock(host: &TestHost, product: &str) -> (u64, u64) {
-    let (status, stock) = get_json(host, &format!("/api/inventory/{product}")).await;
+    let (status, stock) = get_json(host, &format!("/api/inventory/{product}"), None).await;
     assert_eq!(status, 200, "{stock}");
     (
         stock["available"].as_u64().unwrap(),
@@ -114,10 +187,10 @@ async fn stock(host: &TestHost, product: &str) -> (u64, u64) {
     )
 }
 
-/// Orders `quantity` of `product` for `user`, paying with `card`.
+/// `customer` orders `quantity` of `product`, paying with `card`.
 pub async fn order(
     host: &TestHost,
-    user: &str,
+    customer: &Customer,
     product: &str,
     quantity: u64,
     card: &str,
@@ -125,18 +198,20 @@ pub async fn order(
     post(
         host,
         "/api/orders",
-        json!({ "user_id": user, "items": [{ "product_id": product, "quantity": quantity }], "card": card }),
+        Some(&customer.token),
+        json!({ "user_id": customer.id, "items": [{ "product_id": product, "quantity": quantity }], "card": card }),
     )
     .await
 }
 
-/// The notifications of `user`, once there are at least `count`.
-async fn notifications(host: &TestHost, user: &str, count: usize) -> Vec<Value> {
+/// The notifications of `customer`, once there are at least `count`.
+async fn notifications(host: &TestHost, customer: &Customer, count: usize) -> Vec<Value> {
     support::eventually(
         WAIT,
-        &format!("{count} notifications for {user}"),
+        &format!("{count} notifications for {}", customer.id),
         || async {
-            let (_, body) = get_json(host, &format!("/api/notifications?user={user}")).await;
+            let path = format!("/api/notifications?user={}", customer.id);
+            let (_, body) = get_json(host, &path, Some(&customer.token)).await;
             let list = body["notifications"].as_array()?.clone();
             (list.len() >= count).then_some(list)
         },
@@ -168,18 +243,74 @@ async fn registration_to_order_confirmation() {
     );
 
     let payment_id = placed["payment_id"].as_str().unwrap();
-    let (status, payment) = get_json(&host, &format!("/api/payments/{payment_id}")).await;
-    assert_eq!(status, 200);
+    let (status, payment) = get_json(
+        &host,
+        &format!("/api/payments/{payment_id}"),
+        Some(&user.token),
+    )
+    .await;
+    assert_eq!(status, 200, "{payment}");
     assert_eq!(
         (payment["status"].as_str(), payment["amount_cents"].as_u64()),
         (Some("succeeded"), Some(2598))
     );
 
     let order_id = placed["id"].as_str().unwrap();
-    let (status, fetched) = get_json(&host, &format!("/api/orders/{order_id}")).await;
+    let (status, fetched) =
+        get_json(&host, &format!("/api/orders/{order_id}"), Some(&user.token)).await;
     assert_eq!((status, &fetched["id"]), (200, &placed["id"]));
-    let (_, mine) = get_json(&host, &format!("/api/orders?user={user}")).await;
+    let (_, mine) = get_json(
+        &host,
+        &format!("/api/orders?user={}", user.id),
+        Some(&user.token),
+    )
+    .await;
     assert_eq!(mine["orders"][0]["id"], placed["id"]);
+
+    // Another customer sees none of it; nobody without a token does.
+    let other = register(&host, "mallory").await;
+    let theirs = format!("/api/orders?user={}", user.id);
+    assert_eq!(get_json(&host, &theirs, Some(&other.token)).await.0, 403);
+    assert_eq!(
+        get_json(
+            &host,
+            &format!("/api/orders/{order_id}"),
+            Some(&other.token)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        get_json(
+            &host,
+            &format!("/api/payments/{payment_id}"),
+            Some(&other.token)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        get_json(
+            &host,
+            &format!("/api/notifications?user={}", user.id),
+            Some(&other.token)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(get_json(&host, &theirs, None).await.0, 401);
+    let impostor = Customer {
+        id: user.id.clone(),
+        token: other.token.clone(),
+    };
+    assert_eq!(
+        order(&host, &impostor, &mug, 1, GOOD_CARD).await.0,
+        403,
+        "an order for someone else is refused"
+    );
 
     let list = notifications(&host, &user, 2).await;
     assert_eq!(
@@ -198,7 +329,12 @@ async fn a_declined_card_answers_402_and_leaves_stock_unchanged() {
     let (status, body) = order(&host, &user, &lamp, 1, DECLINED_CARD).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(stock(&host, &lamp).await, (3, 0));
-    let (_, mine) = get_json(&host, &format!("/api/orders?user={user}")).await;
+    let (_, mine) = get_json(
+        &host,
+        &format!("/api/orders?user={}", user.id),
+        Some(&user.token),
+    )
+    .await;
     assert_eq!(mine["orders"], json!([]));
     host.stop().await;
 }
@@ -206,15 +342,21 @@ async fn a_declined_card_answers_402_and_leaves_stock_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_idempotency_key_charges_once_even_concurrently() {
     let host = std::sync::Arc::new(retailer().await);
+    let payer = register(&host, "payer").await;
     let charge =
         json!({ "order_id": "o-idem", "amount_cents": 500, "currency": "USD", "card": GOOD_CARD });
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
-        let (host, charge) = (std::sync::Arc::clone(&host), charge.clone());
+        let (host, charge, token) = (
+            std::sync::Arc::clone(&host),
+            charge.clone(),
+            payer.token.clone(),
+        );
         tasks.spawn(async move {
             let response = host
                 .http
                 .post(host.url("/api/payments"))
+                .bearer_auth(token)
                 .header("idempotency-key", "key-123")
                 .json(&charge)
                 .send()
@@ -234,6 +376,7 @@ async fn a_repeated_idempotency_key_charges_once_even_concurrently() {
     let other = host
         .http
         .post(host.url("/api/payments"))
+        .bearer_auth(&payer.token)
         .header("idempotency-key", "key-123")
         .json(&json!({ "order_id": "o-idem", "amount_cents": 999, "currency": "USD", "card": GOOD_CARD }))
         .send()
@@ -312,6 +455,7 @@ async fn an_abandoned_reservation_expires_and_returns_its_stock() {
     let (status, body) = post(
         &host,
         "/probe/call/inventory/internal/reservations",
+        None,
         reserve,
     )
     .await;
@@ -338,6 +482,7 @@ async fn notifications_failing_for_a_while_lose_and_double_nothing() {
     let flag = host
         .http
         .put(host.url("/notifications-debug/kv/control/fail"))
+        .bearer_auth(admin_token(&host).await)
         .body("1")
         .send()
         .await
@@ -368,7 +513,12 @@ async fn notifications_failing_for_a_while_lose_and_double_nothing() {
     );
     for user in &users {
         let list = notifications(&host, user, 1).await;
-        assert_eq!(list.len(), 1, "exactly one welcome for {user}: {list:?}");
+        assert_eq!(
+            list.len(),
+            1,
+            "exactly one welcome for {}: {list:?}",
+            user.id
+        );
     }
     host.stop().await;
 }
@@ -398,10 +548,21 @@ async fn welcomes_arrive_after_a_kill_9_right_after_registrations() {
     host.kill();
 
     let host = BinaryHost::spawn(&config, &dir.join("2.log"));
-    for user in &users {
+    for (i, user) in users.iter().enumerate() {
+        let login: Value = http
+            .post(format!("{}/api/users/login", host.url))
+            .json(&json!({ "email": format!("crash{i}@example.com"), "password": "correct horse" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().unwrap().to_owned();
         let list = support::eventually(WAIT, "a welcome after the restart", || async {
             let body: Value = http
                 .get(format!("{}/api/notifications?user={user}", host.url))
+                .bearer_auth(&token)
                 .send()
                 .await
                 .ok()?

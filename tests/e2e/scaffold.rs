@@ -189,7 +189,7 @@ async fn the_python_reviews_service_joins_the_running_retailer() {
         "the buyer's review",
         || async {
             let response = host
-                .send_json(reqwest::Method::POST, "/api/reviews", &review(&buyer))
+                .send_json(reqwest::Method::POST, "/api/reviews", &review(&buyer.id))
                 .await;
             (response.status() == 201).then_some(response)
         },
@@ -198,7 +198,7 @@ async fn the_python_reviews_service_joins_the_running_retailer() {
     let posted: Value = posted.json().await.unwrap();
     assert_eq!(posted["rating"], 5);
     let refused = host
-        .send_json(reqwest::Method::POST, "/api/reviews", &review(&other))
+        .send_json(reqwest::Method::POST, "/api/reviews", &review(&other.id))
         .await;
     assert_eq!(refused.status(), 403, "only buyers may review");
     let listed: Value = host

@@ -80,6 +80,8 @@ pub const STANDARD_SERVICES: &str = r#"
 component = "users.wasm"
 routes = ["/api/users", "/api/users/{*rest}"]
 publishes = ["user-registered"]
+issues_tokens = true
+token_roles = ["customer"]
 [services.users.config]
 argon2_memory_kib = 256
 argon2_iterations = 1

@@ -113,6 +113,21 @@ pub enum Command {
     },
     /// Scaffold a new service (Rust, or Python with --lang python).
     New(new::NewArgs),
+    /// Have the host sign a token, e.g. an admin's: `bazaar token --role admin`.
+    Token {
+        /// Whom it names (its `sub`).
+        #[arg(long, default_value = "operator")]
+        subject: String,
+        /// A role it carries (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime in seconds; default `[auth] token_ttl_s`.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// How to reach the admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Deliver a subscriber's dead letters again.
     Replay {
         /// The subscriber.
@@ -200,6 +215,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { watch } => serve(&config, watch).await,
         Command::New(args) => new::run(&args),
+        Command::Token {
+            subject,
+            roles,
+            ttl,
+            admin,
+        } => {
+            let client = AdminClient::new(&config, admin)?;
+            let body = serde_json::json!({ "subject": subject, "roles": roles, "ttl_s": ttl });
+            let request = client.request(Method::POST, "/auth/tokens").json(&body);
+            let answer: serde_json::Value = client.exchange(request).await?;
+            // Only the token on stdout, so `TOKEN=$(bazaar token ...)` works.
+            println!("{}", answer["token"].as_str().unwrap_or_default());
+            Ok(())
+        }
         Command::Deploy {
             service,
             file,
