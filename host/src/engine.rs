@@ -16,29 +16,66 @@ use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
-/// How often the epoch advances; the unit of guest CPU-time accounting.
+/// How often the epoch advances: how often a running guest yields to other
+/// tasks and has its CPU time checked (the time itself is measured by the
+/// runtime, not counted in ticks).
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// What one component may hold in the instance pool; the loader refuses a
+/// component that needs more, naming the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Core instances in one component.
+    pub core_instances: u32,
+    /// Linear memories in one component.
+    pub memories: u32,
+    /// Tables in one component.
+    pub tables: u32,
+    /// Size one linear memory may reach, in bytes (`[runtime] max_memory_mib`).
+    pub memory_bytes: usize,
+    /// Elements one table may hold.
+    pub table_elements: usize,
+}
+
+impl PoolLimits {
+    /// The limits of a pool built from `runtime`.
+    pub fn of(runtime: &RuntimeSection) -> Self {
+        Self {
+            // Toolchains such as componentize-py and jco emit components made
+            // of many core modules; leave room for them.
+            core_instances: 64,
+            memories: 8,
+            tables: 32,
+            memory_bytes: runtime.max_memory_mib << 20,
+            // wasmtime's default; 8 bytes an element, reserved per table slot.
+            table_elements: 20_000,
+        }
+    }
+}
 
 /// Builds the engine: pooling allocator sized by `runtime`, epoch
 /// interruption, and an on-disk code cache in `cache_dir`.
 pub fn build_engine(runtime: &RuntimeSection, cache_dir: &Path) -> anyhow::Result<Engine> {
+    let limits = PoolLimits::of(runtime);
     let mut pool = PoolingAllocationConfig::new();
     let instances = runtime.max_instances;
     pool.total_component_instances(instances)
-        // Toolchains such as componentize-py and jco emit components made of
-        // many core modules; leave room for them.
         .total_core_instances(instances.saturating_mul(4))
         .total_memories(instances.saturating_mul(2))
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(8)
-        .max_tables_per_component(32)
+        .max_core_instances_per_component(limits.core_instances)
+        .max_memories_per_component(limits.memories)
+        .max_tables_per_component(limits.tables)
+        .table_elements(limits.table_elements)
         .max_component_instance_size(4 << 20)
         .max_core_instance_size(4 << 20)
-        .max_memory_size(runtime.max_memory_mib << 20)
-        // Decommitting slots in batches trades a little memory for far fewer
-        // madvise calls and TLB shootdowns on the per-request path.
+        .max_memory_size(limits.memory_bytes)
+        // Decommitting slots in batches trades memory for far fewer madvise
+        // calls and TLB shootdowns on the per-request path: up to 16 freed
+        // slots keep their dirty pages until the batch is flushed. That
+        // memory is outside the runtime's linear-memory budget (which counts
+        // what live instances may touch), so keep the batch small.
         .decommit_batch_size(16);
 
     std::fs::create_dir_all(cache_dir)

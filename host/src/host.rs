@@ -17,7 +17,7 @@ use crate::gateway::GatewayState;
 use crate::listener::{self, ConnectionLimits};
 use crate::loader::ComponentLoader;
 use crate::registry::{Limits, ServiceEnv, ServiceRegistry};
-use crate::runtime::{RequestLimits, Runtime};
+use crate::runtime::{Runtime, Sandbox, TrialRun};
 use crate::watch::Watcher;
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -74,13 +74,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
 
     let registry = Arc::new(ServiceRegistry::default());
     let runtime_config = &config.runtime;
+    let sandbox = Sandbox::new(engine.clone(), runtime_config);
     let runtime = Runtime::new(
-        engine.clone(),
-        RequestLimits {
-            cpu_ticks: (runtime_config.cpu_time_limit_ms / engine::EPOCH_TICK.as_millis() as u64)
-                .max(1),
-            memory_bytes: runtime_config.max_memory_mib << 20,
-        },
+        sandbox.clone(),
         Arc::clone(&registry),
         runtime_config.max_call_depth,
     );
@@ -91,7 +87,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         Arc::clone(&registry),
         Arc::clone(&runtime),
         Arc::clone(&log),
-        RetryPolicy::new(&config.events, request_timeout),
+        RetryPolicy::new(&config.events),
     );
     let seeds = config
         .services
@@ -104,8 +100,19 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
             (name.clone(), seed)
         })
         .collect();
+    let env = ServiceEnv {
+        outbox_bell: Arc::clone(&outbox_bell),
+        defaults: Limits {
+            max_concurrency: runtime_config.max_concurrency,
+            memory_bytes: runtime_config.max_memory_mib << 20,
+            cpu_time: Duration::from_millis(runtime_config.cpu_time_limit_ms),
+            timeout: request_timeout,
+        },
+        tokens: Arc::clone(&tokens),
+    };
+    let trial = TrialRun::open(sandbox, &data_dir, &env)?;
     let deployer = Arc::new(Deployer::new(DeployerParts {
-        loader: ComponentLoader::new(engine, linker),
+        loader: ComponentLoader::new(engine, linker, trial),
         control: ControlDb::open(&data_dir)?,
         artifacts: ArtifactStore::open(&data_dir)?,
         registry: Arc::clone(&registry),
@@ -113,16 +120,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         data_dir: data_dir.clone(),
         seeds,
         keep_versions: runtime_config.keep_versions,
-        env: ServiceEnv {
-            outbox_bell: Arc::clone(&outbox_bell),
-            defaults: Limits {
-                max_concurrency: runtime_config.max_concurrency,
-                memory_bytes: runtime_config.max_memory_mib << 20,
-                cpu_time: Duration::from_millis(runtime_config.cpu_time_limit_ms),
-                timeout: request_timeout,
-            },
-            tokens: Arc::clone(&tokens),
-        },
+        env,
     }));
     deployer.restore().await?;
     // Subscriptions exist before the relay moves anything left in an

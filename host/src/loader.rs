@@ -2,17 +2,21 @@
 //! pre-instantiated, ready for a fresh instance per request.
 //!
 //! The checks run in the order a user fixes them: is it Wasm, is it a
-//! component, can every import be satisfied, does it export a handler.
-//! Compilation runs on the blocking pool, never on a request's thread.
+//! component, can every import be satisfied, does it fit the instance pool,
+//! does it start (one trial instantiation under the host's default limits,
+//! see [`TrialRun`]), does it export a handler. Compilation runs on the
+//! blocking pool, never on a request's thread.
 
 use crate::capability::EventHandlerPre;
 use crate::config::ServiceSpec;
+use crate::engine::PoolLimits;
+use crate::runtime::{TrialFailure, TrialRun};
 use crate::state::RequestState;
 use http::HeaderValue;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// The HTTP handler export.
@@ -95,6 +99,35 @@ pub enum LoadError {
         "it needs an import Bazaar does not provide ({0}); services may import WASI 0.2, wasi:keyvalue, wasi:config, wasi:logging and bazaar:platform"
     )]
     UnsatisfiedImport(String),
+    /// It needs more than the instance pool, or the memory budgets, give
+    /// one instance.
+    #[error("it cannot run under this host's limits: {0}")]
+    ExceedsLimits(String),
+    /// Its trial instantiation failed.
+    #[error("it cannot start: {0}")]
+    StartFailed(String),
+}
+
+impl From<TrialFailure> for LoadError {
+    fn from(failure: TrialFailure) -> Self {
+        match failure {
+            TrialFailure::Memory(refusal) => Self::ExceedsLimits(refusal.to_string()),
+            TrialFailure::CpuTime(limit) => Self::StartFailed(format!(
+                "instantiating it used up the CPU time limit of {} ms (`[runtime] cpu_time_limit_ms`); a start function must not loop",
+                limit.as_millis()
+            )),
+            TrialFailure::Timeout(limit) => Self::StartFailed(format!(
+                "instantiating it took longer than {} ms (`[gateway] request_timeout_ms`)",
+                limit.as_millis()
+            )),
+            TrialFailure::NoSlot => Self::StartFailed(
+                "every instance slot of the host stayed busy (`[runtime] max_instances`); retry the deploy".into(),
+            ),
+            TrialFailure::Failed(error) => Self::StartFailed(format!(
+                "instantiating it failed, so every request would: {error}"
+            )),
+        }
+    }
 }
 
 /// Checks and compiles components against one engine and linker; cheap to clone.
@@ -102,19 +135,23 @@ pub enum LoadError {
 pub struct ComponentLoader {
     engine: Engine,
     linker: Arc<Linker<RequestState>>,
+    /// Instantiates each new component once before it may serve.
+    trial: Arc<TrialRun>,
 }
 
 impl ComponentLoader {
-    /// A loader for `engine`, checking imports against `linker`.
-    pub fn new(engine: Engine, linker: Linker<RequestState>) -> Self {
+    /// A loader for `engine`, checking imports against `linker` and
+    /// instantiating each component once with `trial`.
+    pub fn new(engine: Engine, linker: Linker<RequestState>, trial: TrialRun) -> Self {
         Self {
             engine,
             linker: Arc::new(linker),
+            trial: Arc::new(trial),
         }
     }
 
     /// Checks and compiles `bytes`, whose [`content_hash`] is `version`,
-    /// off the async threads.
+    /// off the async threads, and instantiates it once.
     pub async fn load(
         &self,
         bytes: Arc<[u8]>,
@@ -123,11 +160,24 @@ impl ComponentLoader {
     ) -> Result<LoadedService, LoadError> {
         let engine = self.engine.clone();
         let linker = Arc::clone(&self.linker);
-        tokio::task::spawn_blocking(move || {
-            load_blocking(&engine, &linker, &bytes, version.into(), source)
-        })
-        .await
-        .map_err(|join| LoadError::Invalid(format!("the compiler task failed: {join}")))?
+        let pool = self.trial.pool();
+        let size = bytes.len();
+        let (component, instance_pre) =
+            tokio::task::spawn_blocking(move || compile(&engine, &linker, &bytes, pool))
+                .await
+                .map_err(|join| {
+                    LoadError::Invalid(format!("the compiler task failed: {join}"))
+                })??;
+        let version: Arc<str> = version.into();
+        self.trial.instantiate(&instance_pre, &version).await?;
+        prepare(
+            &self.engine,
+            &component,
+            instance_pre,
+            version,
+            source,
+            size,
+        )
     }
 }
 
@@ -139,13 +189,14 @@ pub fn content_hash(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn load_blocking(
+/// Checks the header, compiles (which checks the component against the
+/// instance pool) and resolves the imports.
+fn compile(
     engine: &Engine,
     linker: &Linker<RequestState>,
     bytes: &[u8],
-    version: Arc<str>,
-    source: String,
-) -> Result<LoadedService, LoadError> {
+    pool: PoolLimits,
+) -> Result<(Component, InstancePre<RequestState>), LoadError> {
     match bytes.get(..8) {
         Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => {}
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
@@ -154,11 +205,41 @@ fn load_blocking(
         }
         _ => return Err(LoadError::NotWasm),
     }
-    let component =
-        Component::new(engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    let component = Component::new(engine, bytes).map_err(|e| compile_error(e, pool))?;
     let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::UnsatisfiedImport(format!("{e:#}")))?;
+    Ok((component, instance_pre))
+}
+
+/// A compile error, told apart when it is the instance pool refusing the
+/// component: wasmtime checks a component against the pool as it compiles
+/// it (memories, tables, core instances, their sizes) and says so only in
+/// words, so the limits are named here.
+fn compile_error(error: wasmtime::Error, pool: PoolLimits) -> LoadError {
+    let detail = format!("{error:#}");
+    if !detail.contains("pooling allocator") {
+        return LoadError::Invalid(detail);
+    }
+    LoadError::ExceedsLimits(format!(
+        "{detail}; one instance may have {} core instances, {} linear memories of up to {} MiB each (`[runtime] max_memory_mib`) and {} tables of up to {} elements",
+        pool.core_instances,
+        pool.memories,
+        pool.memory_bytes >> 20,
+        pool.tables,
+        pool.table_elements
+    ))
+}
+
+/// The handlers it exports, pre-instantiated.
+fn prepare(
+    engine: &Engine,
+    component: &Component,
+    instance_pre: InstancePre<RequestState>,
+    version: Arc<str>,
+    source: String,
+    size: usize,
+) -> Result<LoadedService, LoadError> {
     let exports = |prefix: &str| {
         component
             .component_type()
@@ -187,7 +268,7 @@ fn load_blocking(
         version,
         version_header,
         source,
-        size: bytes.len(),
+        size,
         http,
         events,
     })

@@ -7,12 +7,17 @@ use crate::capability::stdio::GuestOutput;
 use crate::context::RequestContext;
 use crate::kvstore::ServiceStore;
 use crate::registry::ServiceContext;
+use crate::runtime::SandboxLimiter;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Bytes one `fields` resource (a header map the guest builds) may take in
+/// host memory, as wasmtime-wasi-http estimates it; half its 128 KiB
+/// default, still far above what a client or proxy accepts in a head.
+const FIELD_SIZE_LIMIT: usize = 64 << 10;
 
 /// Per-request store data.
 pub struct RequestState {
@@ -21,8 +26,9 @@ pub struct RequestState {
     table: ResourceTable,
     /// Decides which outbound requests leave the host, and runs service calls.
     hooks: OutboundHooks,
-    /// Caps linear memory and table growth of this instance.
-    pub(crate) limits: StoreLimits,
+    /// Caps memory and table growth of this instance, and charges it to
+    /// the host's budget.
+    pub(crate) limiter: SandboxLimiter,
     service: Arc<ServiceContext>,
     /// Content hash of the version serving this request, for log lines.
     version: Arc<str>,
@@ -40,13 +46,15 @@ pub(crate) struct KeyValueParts<'a> {
 }
 
 impl RequestState {
-    /// Fresh state for one request to `service` at `version`.
+    /// Fresh state for one request to `service` at `version`, holding at
+    /// most `max_resources` host-side resources at once.
     pub fn new(
         service: Arc<ServiceContext>,
         version: Arc<str>,
         ctx: RequestContext,
-        limits: StoreLimits,
+        limiter: SandboxLimiter,
         calls: Arc<ServiceCalls>,
+        max_resources: usize,
     ) -> Self {
         let output = GuestOutput::new(Arc::clone(&service.name), Arc::clone(&version));
         // No preopens, no environment, no sockets: a WASI call that needs
@@ -60,12 +68,18 @@ impl RequestState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        // Resources live in host memory no limiter sees: cap their number
+        // and the size of each header map.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(max_resources);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
         Self {
             wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: OutboundHooks::new(Arc::clone(&service), ctx.clone(), calls),
-            limits,
+            limiter,
             service,
             version,
             ctx,

@@ -10,7 +10,8 @@
 //! - `store`: key-value reads and writes, scans, compare-and-swap,
 //!   transactions and publishing.
 //! - `net`: outbound HTTP, service calls and raw sockets.
-//! - `hostile`: traps, loops, memory bombs, sleeps and slow streams.
+//! - `hostile`: traps, loops, memory bombs and growth, deep recursion, huge
+//!   headers, resource floods, sleeps, and slow or endless bodies.
 //! - `events`: the event handler, steered by data, and its record.
 
 mod basic;
@@ -51,6 +52,12 @@ fn routes() -> Router {
         .get("/{svc}/oom", hostile::oom)
         .get("/{svc}/sleep/{ms}", hostile::sleep)
         .get("/{svc}/stream/{chunks}/{ms}", hostile::stream)
+        .get("/{svc}/grow/{step_mib}", hostile::grow)
+        .get("/{svc}/recurse", hostile::recurse)
+        .get("/{svc}/huge-header/{kib}", hostile::huge_header)
+        .get("/{svc}/fields/{n}", hostile::fields)
+        .get("/{svc}/endless", hostile::endless)
+        .get("/{svc}/slow-body", hostile::slow_body)
 }
 
 bazaar_sdk::service!(routes, events = events::handle);

@@ -2,9 +2,12 @@
 //!
 //! A worker takes the next event of its subscription, runs the subscriber's
 //! current version on it (a fresh instance under the service's limits),
-//! and acknowledges it only when the subscriber returns `ok`. An error, a
-//! trap or a timeout is a failed attempt: retried with exponential backoff,
-//! and after `max_attempts` moved to the dead letters. While the service
+//! and acknowledges it only when the subscriber returns `ok`. A delivery
+//! takes one of the subscriber's concurrency permits and has the
+//! subscriber's own timeout; a subscriber at its concurrency limit is tried
+//! again shortly, without spending an attempt. An error, a trap or a
+//! timeout is a failed attempt: retried with exponential backoff, and
+//! after `max_attempts` moved to the dead letters. While the service
 //! has no version that handles events (failed, or being redeployed), the
 //! worker waits, and the event goes to the next version.
 
@@ -13,7 +16,7 @@ use crate::capability::GuestEvent;
 use crate::config::EventsSection;
 use crate::context::{RequestContext, TraceContext};
 use crate::registry::{ServiceRegistry, ServiceSlot};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -24,7 +27,12 @@ use tracing::Instrument as _;
 /// How long an idle worker sleeps before looking again without a wake-up.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
-/// Retries and time limits of delivery.
+/// How long a worker waits before trying again a subscriber that was at
+/// its concurrency limit.
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
+/// Retries of delivery. Each delivery runs under its subscriber's own
+/// limits: its `timeout_ms` is the delivery's deadline.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Deliveries of one event before it is dead-lettered.
@@ -33,18 +41,15 @@ pub struct RetryPolicy {
     pub initial: Duration,
     /// Longest wait between attempts.
     pub max: Duration,
-    /// Wall-clock limit of one delivery.
-    pub timeout: Duration,
 }
 
 impl RetryPolicy {
-    /// The policy of `[events]`, with `timeout` per delivery.
-    pub fn new(events: &EventsSection, timeout: Duration) -> Self {
+    /// The policy of `[events]`.
+    pub fn new(events: &EventsSection) -> Self {
         Self {
             max_attempts: events.max_attempts,
             initial: Duration::from_millis(events.retry_initial_ms),
             max: Duration::from_millis(events.retry_max_ms),
-            timeout,
         }
     }
 
@@ -203,7 +208,16 @@ impl Delivery {
                 continue;
             }
             let attempt = pending.attempts.saturating_add(1);
-            let result = self.deliver(&slot, &version, &pending.event, attempt).await;
+            let result = match self.deliver(&slot, &version, &pending.event, attempt).await {
+                Ok(outcome) => outcome,
+                // At its concurrency limit the subscriber has not failed:
+                // try the same event again soon without spending an attempt.
+                Err(RuntimeError::Busy) => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                    continue;
+                }
+                Err(e) => Err(e.to_string()),
+            };
             if let Err(e) = self.settle(&sub, pending, attempt, result).await {
                 tracing::error!(
                     error = format!("{e:#}"),
@@ -220,14 +234,14 @@ impl Delivery {
         version: &Arc<crate::loader::LoadedService>,
         event: &StoredEvent,
         attempt: u32,
-    ) -> Result<(), String> {
+    ) -> Result<Result<(), String>, RuntimeError> {
         let trace = event
             .traceparent
             .as_deref()
             .and_then(TraceContext::parse)
             .map_or_else(TraceContext::new_root, |t| t.child());
         let id = event.request_id.clone().unwrap_or_else(|| event.id.clone());
-        let deadline = tokio::time::Instant::now() + self.policy.timeout;
+        let deadline = tokio::time::Instant::now() + slot.context.limits.timeout;
         let ctx = RequestContext::new(id.into(), deadline, trace).enter(&slot.context.name);
         let guest = GuestEvent {
             id: event.id.clone(),
@@ -244,16 +258,10 @@ impl Delivery {
             attempt,
             version = version.short_version(),
         );
-        match self
-            .runtime
+        self.runtime
             .handle_event(ctx, &slot.context, version, guest)
             .instrument(span)
             .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(message),
-            Err(e) => Err(e.to_string()),
-        }
     }
 
     async fn settle(
@@ -295,7 +303,6 @@ mod tests {
             max_attempts: 8,
             initial: Duration::from_millis(100),
             max: Duration::from_millis(1000),
-            timeout: Duration::from_secs(1),
         };
         let waits: Vec<u128> = (1..=6).map(|a| policy.backoff(a).as_millis()).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);

@@ -1,41 +1,62 @@
 //! Runs one request, or one event delivery, in a fresh instance of a
-//! service's current version.
+//! service's current version, inside the service's sandbox limits.
 //!
-//! Each gets its own `Store` (so no guest state leaks between requests), a
-//! memory cap, a CPU-time budget counted in epoch ticks (the guest yields at
-//! every tick and traps when the budget is spent), and the request's
-//! deadline, which covers instantiation, the handler and the streaming of
-//! the response body. A guest whose client went away is stopped.
+//! Each gets its own `Store` (so no guest state leaks between requests) and
+//! the limits of its service (`[services.X.limits]`, else `[runtime]`'s):
+//! 1. a concurrency permit, waited for briefly, else [`RuntimeError::Busy`];
+//! 2. a memory cap on all the instance's memories together, inside a
+//!    host-wide budget (`limiter`), and a cap on host-side resources;
+//! 3. a CPU-time budget measured as time spent running the guest and its
+//!    host calls (`meter`), checked at every epoch tick;
+//! 4. the request's deadline, which covers waiting for the permit,
+//!    instantiation, the handler and the streaming of the response body.
+//!
+//! A guest whose client went away is stopped (`guard`). New components
+//! are instantiated once before they serve (`trial`).
+//!
+//! # Layout
+//!
+//! - `sandbox`: [`Sandbox`], which builds each store with its limits.
+//! - `limiter`: memory caps per instance and per host.
+//! - `meter`: CPU time as time spent in `poll`.
+//! - `guard`: the response body that aborts its guest when dropped.
+//! - `trial`: [`TrialRun`], the loader's trial instantiation.
+
+mod guard;
+mod limiter;
+mod meter;
+mod sandbox;
+mod trial;
+
+pub use limiter::{HostMemory, MemoryRefusal, SandboxLimiter};
+pub use sandbox::Sandbox;
+pub use trial::{TrialFailure, TrialRun};
 
 use crate::calls::ServiceCalls;
 use crate::capability::GuestEvent;
 use crate::context::RequestContext;
 use crate::loader::{LoadedService, short};
 use crate::registry::{ServiceContext, ServiceRegistry};
-use crate::state::RequestState;
 use bytes::Bytes;
+use guard::{AbortOnDrop, GuardedBody};
 use http::StatusCode;
-use http_body::{Body, Frame};
 use http_body_util::BodyExt as _;
-use std::pin::Pin;
+use meter::Metered;
+use sandbox::CpuLimitExceeded;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-use tokio::task::JoinHandle;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tracing::Instrument as _;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// Per-request limits applied to every instance.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
-    /// Epoch ticks of guest execution allowed per request.
-    pub cpu_ticks: u64,
-    /// Largest linear memory, in bytes.
-    pub memory_bytes: usize,
-}
+/// How long a request waits for one of its service's concurrency permits
+/// before it is refused as busy: long enough to ride out a burst, short
+/// enough that a client is told to retry instead of queueing.
+const ADMISSION_WAIT: Duration = Duration::from_millis(100);
 
 /// Why a request did not produce a response.
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +64,9 @@ pub enum RuntimeError {
     /// The request could not be handed to the guest (e.g. no Host header).
     #[error("the request could not be passed to the service: {0}")]
     BadRequest(String),
-    /// Every instance slot is in use.
-    #[error("the host is at its instance limit; retry shortly")]
+    /// The service is at its `max_concurrency`, or every instance slot of
+    /// the host is in use.
+    #[error("the service is busy; retry shortly")]
     Busy,
     /// The guest used up its CPU-time budget.
     #[error("the service exceeded its CPU time limit")]
@@ -94,11 +116,6 @@ impl RuntimeError {
     }
 }
 
-/// Marks the trap raised when a request's CPU budget runs out.
-#[derive(Debug, thiserror::Error)]
-#[error("CPU time limit exceeded")]
-struct CpuLimitExceeded;
-
 /// Marks the end of a request's deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
@@ -106,61 +123,23 @@ struct DeadlineExceeded;
 
 /// Runs requests against loaded services.
 pub struct Runtime {
-    engine: Engine,
-    store_limits: StoreLimits,
-    cpu_ticks: u64,
+    sandbox: Sandbox,
     /// Service calls the guests make, run by this runtime.
     calls: Arc<ServiceCalls>,
 }
 
 impl Runtime {
-    /// A runtime on `engine` with `limits` for every request; service calls
-    /// find their callee in `registry` and may nest `max_call_depth` deep.
+    /// A runtime building its stores with `sandbox`; service calls find
+    /// their callee in `registry` and may nest `max_call_depth` deep.
     pub fn new(
-        engine: Engine,
-        limits: RequestLimits,
+        sandbox: Sandbox,
         registry: Arc<ServiceRegistry>,
         max_call_depth: usize,
     ) -> Arc<Self> {
         Arc::new_cyclic(|runtime| Self {
-            engine,
-            store_limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(usize::MAX)
-                .tables(usize::MAX)
-                .memories(usize::MAX)
-                .build(),
-            cpu_ticks: limits.cpu_ticks,
+            sandbox,
             calls: Arc::new(ServiceCalls::new(registry, runtime.clone(), max_call_depth)),
         })
-    }
-
-    fn store(
-        &self,
-        service: &Arc<ServiceContext>,
-        version: &LoadedService,
-        ctx: &RequestContext,
-    ) -> Store<RequestState> {
-        let state = RequestState::new(
-            Arc::clone(service),
-            Arc::clone(&version.version),
-            ctx.clone(),
-            self.store_limits.clone(),
-            Arc::clone(&self.calls),
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
-        let budget = self.cpu_ticks;
-        let mut spent = 0u64;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            spent += 1;
-            if spent > budget {
-                return Err(CpuLimitExceeded.into());
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store
     }
 
     /// Serves `request` with a fresh instance of `version` of `service`.
@@ -176,7 +155,10 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let pre = version.http.clone().ok_or(RuntimeError::NoHttpHandler)?;
-        let mut store = self.store(service, &version, &ctx);
+        let permit = admit(service, ctx.deadline).await?;
+        let (mut store, meter) = self
+            .sandbox
+            .store(service, &version.version, &ctx, &self.calls);
         let head_sent = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
@@ -197,10 +179,11 @@ impl Runtime {
         let (name, version_id) = (Arc::clone(&service.name), Arc::clone(&version.version));
         let deadline = ctx.deadline;
         // The guest runs in its own task so it can keep streaming the body
-        // after it has handed over the response head; the deadline is
-        // inside, so it bounds the body too.
+        // after it has handed over the response head; the deadline and the
+        // concurrency permit are inside, so they bound the body too.
         let task = tokio::spawn(
             async move {
+                let _permit = permit;
                 let run = async {
                     let proxy = pre.instantiate_async(&mut store).await?;
                     proxy
@@ -208,20 +191,22 @@ impl Runtime {
                         .call_handle(&mut store, req, out)
                         .await
                 };
-                let result = match tokio::time::timeout_at(deadline, run).await {
+                let result = match tokio::time::timeout_at(deadline, Metered::new(run, meter)).await
+                {
                     Ok(result) => result,
                     Err(_) => Err(DeadlineExceeded.into()),
                 };
-                if let Err(e) = &result
-                    && head_sent.load(Ordering::Acquire)
-                {
-                    tracing::warn!(service = %name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
+                if let Err(e) = &result {
+                    report_memory(&name, &version_id, &store);
+                    if head_sent.load(Ordering::Acquire) {
+                        tracing::warn!(service = %name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
+                    }
                 }
                 result
             }
             .in_current_span(),
         );
-        let mut guard = AbortOnDrop(Some(task));
+        let mut guard = AbortOnDrop::new(task);
 
         match receiver.await {
             Ok(Ok(response)) => {
@@ -249,7 +234,10 @@ impl Runtime {
         event: GuestEvent,
     ) -> Result<Result<(), String>, RuntimeError> {
         let pre = version.events.clone().ok_or(RuntimeError::NoEventHandler)?;
-        let mut store = self.store(service, version, &ctx);
+        let _permit = admit(service, ctx.deadline).await?;
+        let (mut store, meter) = self
+            .sandbox
+            .store(service, &version.version, &ctx, &self.calls);
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance
@@ -257,11 +245,56 @@ impl Runtime {
                 .call_handle(&mut store, &event)
                 .await
         };
-        match tokio::time::timeout_at(ctx.deadline, run).await {
+        let outcome = tokio::time::timeout_at(ctx.deadline, Metered::new(run, meter)).await;
+        match outcome {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(e)) => Err(classify(e)),
+            Ok(Err(e)) => {
+                report_memory(&service.name, &version.version, &store);
+                Err(classify(e))
+            }
             Err(_) => Err(RuntimeError::Timeout),
         }
+    }
+}
+
+/// A permit to run one more request of `service`, waited for at most
+/// [`ADMISSION_WAIT`] and never past `deadline`.
+async fn admit(
+    service: &ServiceContext,
+    deadline: Instant,
+) -> Result<OwnedSemaphorePermit, RuntimeError> {
+    let permits = Arc::clone(&service.concurrency);
+    if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+        return Ok(permit);
+    }
+    let until = (Instant::now() + ADMISSION_WAIT).min(deadline);
+    match tokio::time::timeout_at(until, permits.acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        // The gateway logs the refusal; this says which limit it was.
+        _ => {
+            tracing::debug!(
+                service = %service.name,
+                max_concurrency = service.limits.max_concurrency,
+                "the service is at its concurrency limit"
+            );
+            Err(RuntimeError::Busy)
+        }
+    }
+}
+
+/// Logs a refused memory growth behind a failure: the trap itself only
+/// says the guest aborted.
+fn report_memory(
+    service: &str,
+    version: &str,
+    store: &wasmtime::Store<crate::state::RequestState>,
+) {
+    if let Some(refusal) = store.data().limiter.refusal() {
+        tracing::warn!(
+            service,
+            version = short(version),
+            "memory growth refused: {refusal}"
+        );
     }
 }
 
@@ -277,69 +310,5 @@ fn classify(error: wasmtime::Error) -> RuntimeError {
         RuntimeError::Busy
     } else {
         RuntimeError::Failed(format!("{error:?}"))
-    }
-}
-
-/// Aborts the guest task when dropped, unless it was detached or joined.
-struct AbortOnDrop<T>(Option<JoinHandle<T>>);
-
-impl<T> AbortOnDrop<T> {
-    async fn join(&mut self) -> Option<Result<T, tokio::task::JoinError>> {
-        Some(self.0.take()?.await)
-    }
-
-    /// Lets the task run to its own end.
-    fn detach(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        if let Some(task) = &self.0 {
-            task.abort();
-        }
-    }
-}
-
-/// A response body that stops its guest when dropped before its end: a
-/// client that went away takes its instance with it.
-struct GuardedBody {
-    inner: HyperOutgoingBody,
-    guard: AbortOnDrop<wasmtime::Result<()>>,
-}
-
-impl Drop for GuardedBody {
-    fn drop(&mut self) {
-        // hyper may never poll a body that says it is already at its end.
-        if self.inner.is_end_stream() {
-            self.guard.detach();
-        }
-    }
-}
-
-impl Body for GuardedBody {
-    type Data = Bytes;
-    type Error = wasmtime_wasi_http::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            // The whole body went out: the guest may finish what it does
-            // after responding, under its deadline.
-            self.guard.detach();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
