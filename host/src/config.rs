@@ -184,7 +184,8 @@ pub struct RuntimeSection {
     pub max_instances: u32,
     /// Largest linear memory one instance may grow to, in MiB. `max_memory_mib = 256`
     pub max_memory_mib: usize,
-    /// CPU time one request may spend in guest code, in milliseconds. `cpu_time_limit_ms = 10000`
+    /// Time one request may spend running guest code and the host calls it
+    /// makes, in milliseconds. `cpu_time_limit_ms = 10000`
     pub cpu_time_limit_ms: u64,
     /// Versions kept per service for rollback, besides the current one. `keep_versions = 5`
     pub keep_versions: usize,
