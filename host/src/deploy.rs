@@ -233,9 +233,27 @@ impl Deployer {
             origin: request.source.clone(),
             reason,
         };
+        // The spec the deploy will most likely run with, for the trial's
+        // limits; the lock below settles it.
+        let limits = request
+            .spec
+            .as_ref()
+            .map(|s| s.limits.clone())
+            .or_else(|| {
+                self.registry
+                    .get(&name)
+                    .map(|s| s.context.spec.limits.clone())
+            })
+            .or_else(|| self.seeds.get(&name).map(|s| s.spec.limits.clone()))
+            .unwrap_or_default();
         let loaded = self
             .loader
-            .load(Arc::clone(&bytes), version.clone(), request.source.clone())
+            .load(
+                Arc::clone(&bytes),
+                version.clone(),
+                request.source.clone(),
+                &limits,
+            )
             .await
             .map_err(load_error)?;
 
@@ -357,7 +375,9 @@ impl Deployer {
             .iter()
             .find(|v| v.version == target)
             .map_or_else(String::new, |v| v.source.clone());
-        let loaded = self.load_kept(service, &target, source).await?;
+        let loaded = self
+            .load_kept(service, &target, source, &slot.context.spec.limits)
+            .await?;
         loaded
             .check_fits(&slot.context.spec)
             .map_err(|reason| DeployError::Load {
@@ -478,6 +498,7 @@ impl Deployer {
         service: &str,
         version: &str,
         source: String,
+        limits: &crate::config::ServiceLimits,
     ) -> Result<LoadedService, DeployError> {
         let artifacts = Arc::clone(&self.artifacts);
         let hash = version.to_owned();
@@ -490,7 +511,7 @@ impl Deployer {
                 message: format!("{e:#}"),
             })?;
         self.loader
-            .load(bytes.into(), version.to_owned(), source)
+            .load(bytes.into(), version.to_owned(), source, limits)
             .await
             .map_err(|reason| DeployError::Load {
                 service: service.to_owned(),

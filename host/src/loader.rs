@@ -8,7 +8,7 @@
 //! blocking pool, never on a request's thread.
 
 use crate::capability::EventHandlerPre;
-use crate::config::ServiceSpec;
+use crate::config::{ServiceLimits, ServiceSpec};
 use crate::engine::PoolLimits;
 use crate::runtime::{TrialFailure, TrialRun};
 use crate::state::RequestState;
@@ -151,12 +151,14 @@ impl ComponentLoader {
     }
 
     /// Checks and compiles `bytes`, whose [`content_hash`] is `version`,
-    /// off the async threads, and instantiates it once.
+    /// off the async threads, and instantiates it once under `limits` (the
+    /// service's own `[limits]`; unset ones are the host's).
     pub async fn load(
         &self,
         bytes: Arc<[u8]>,
         version: String,
         source: String,
+        limits: &ServiceLimits,
     ) -> Result<LoadedService, LoadError> {
         let engine = self.engine.clone();
         let linker = Arc::clone(&self.linker);
@@ -169,7 +171,9 @@ impl ComponentLoader {
                     LoadError::Invalid(format!("the compiler task failed: {join}"))
                 })??;
         let version: Arc<str> = version.into();
-        self.trial.instantiate(&instance_pre, &version).await?;
+        self.trial
+            .instantiate(&instance_pre, &version, limits)
+            .await?;
         prepare(
             &self.engine,
             &component,

@@ -504,3 +504,26 @@ timeout_ms = 500
     assert_eq!(recorded[0]["payload"], "sleep:10 quick");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_whose_memory_cap_its_component_cannot_start_under_is_refused() {
+    let host = TestHost::start().await;
+    // The testbed starts with more than 1 MiB of linear memory.
+    let spec = serde_json::json!({ "routes": ["/tiny/{*rest}"], "limits": { "memory_mib": 1 } })
+        .to_string();
+    let refused = host
+        .deploy_with(
+            "tiny",
+            crate::support::wasm_bytes("testbed"),
+            &[("spec", &spec)],
+        )
+        .await;
+    assert_eq!(refused.status(), 422);
+    let error = refused.text().await.unwrap();
+    assert!(
+        error.contains("memory_mib"),
+        "the refusal names the service's cap: {error}"
+    );
+    assert!(host.status_of("tiny").await.is_none(), "nothing was added");
+    host.stop().await;
+}

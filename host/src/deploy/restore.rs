@@ -119,6 +119,7 @@ impl Deployer {
     ) -> Option<tokio::task::JoinHandle<Result<LoadedService, String>>> {
         let loader = self.loader.clone();
         let name = plan.name.clone();
+        let limits = plan.spec.limits.clone();
         match &plan.source {
             Source::File { bytes, hash } => {
                 let (bytes, hash) = (Arc::clone(bytes), hash.clone());
@@ -128,7 +129,7 @@ impl Deployer {
                     .map_or_else(String::new, |s| s.path.display().to_string());
                 Some(tokio::spawn(async move {
                     loader
-                        .load(bytes, hash, source.clone())
+                        .load(bytes, hash, source.clone(), &limits)
                         .await
                         .map_err(|e| format!("cannot deploy {source} to service `{name}`: {e}"))
                 }))
@@ -143,7 +144,12 @@ impl Deployer {
                         .map_err(|e| e.to_string())?
                         .map_err(|e| format!("service `{name}`: {e:#}"))?;
                     loader
-                        .load(bytes.into(), current.version.clone(), current.source)
+                        .load(
+                            bytes.into(),
+                            current.version.clone(),
+                            current.source,
+                            &limits,
+                        )
                         .await
                         .map_err(|e| {
                             format!(

@@ -4,14 +4,14 @@
 //! instantiate: a start function that traps or loops, memories that start
 //! above the cap, more core instances than the pool holds. The loader
 //! instantiates each new version once, in a throwaway store of a scratch
-//! service running under the host's default limits, so such a deploy is
+//! service running under the service's limits, so such a deploy is
 //! refused before the swap instead of failing every request after it.
 
 use super::limiter::MemoryRefusal;
 use super::meter::Metered;
 use super::sandbox::{CpuLimitExceeded, Sandbox};
 use crate::calls::ServiceCalls;
-use crate::config::ServiceSpec;
+use crate::config::{ServiceLimits, ServiceSpec};
 use crate::context::RequestContext;
 use crate::engine::PoolLimits;
 use crate::kvstore::ServiceStore;
@@ -47,7 +47,8 @@ pub enum TrialFailure {
 /// Instantiates new components once, in a scratch service, and drops them.
 pub struct TrialRun {
     sandbox: Sandbox,
-    service: Arc<ServiceContext>,
+    store: Arc<ServiceStore>,
+    env: ServiceEnv,
     /// Calls from a start function reach no service.
     calls: Arc<ServiceCalls>,
 }
@@ -57,12 +58,11 @@ impl TrialRun {
     /// `env`'s default limits.
     pub fn open(sandbox: Sandbox, data_dir: &Path, env: &ServiceEnv) -> anyhow::Result<Self> {
         let store = ServiceStore::open(&data_dir.join("trial"), TRIAL_SERVICE)?;
-        let service =
-            ServiceContext::new(TRIAL_SERVICE, ServiceSpec::default(), Arc::new(store), env)?;
         let calls = ServiceCalls::new(Arc::new(ServiceRegistry::default()), Weak::new(), 1);
         Ok(Self {
             sandbox,
-            service: Arc::new(service),
+            store: Arc::new(store),
+            env: env.clone(),
             calls: Arc::new(calls),
         })
     }
@@ -72,22 +72,29 @@ impl TrialRun {
         self.sandbox.pool()
     }
 
-    /// Instantiates `pre` (version `version`) once and drops the instance.
+    /// Instantiates `pre` (version `version`) once under `limits` and
+    /// drops the instance.
     pub async fn instantiate(
         &self,
         pre: &InstancePre<RequestState>,
         version: &Arc<str>,
+        limits: &ServiceLimits,
     ) -> Result<(), TrialFailure> {
-        let limits = self.service.limits;
+        let spec = ServiceSpec {
+            limits: limits.clone(),
+            ..ServiceSpec::default()
+        };
+        let service = ServiceContext::new(TRIAL_SERVICE, spec, Arc::clone(&self.store), &self.env)
+            .map(Arc::new)
+            .map_err(|e| TrialFailure::Failed(format!("{e:#}")))?;
+        let limits = service.limits;
         let started = tokio::time::Instant::now();
         loop {
             let ctx = RequestContext::internal(
                 format!("trial-{}", crate::loader::short(version)),
                 tokio::time::Instant::now() + limits.timeout,
             );
-            let (mut store, meter) = self
-                .sandbox
-                .store(&self.service, version, &ctx, &self.calls);
+            let (mut store, meter) = self.sandbox.store(&service, version, &ctx, &self.calls);
             let run = Metered::new(pre.instantiate_async(&mut store), meter);
             let error = match tokio::time::timeout_at(ctx.deadline, run).await {
                 Ok(Ok(_instance)) => return Ok(()),
