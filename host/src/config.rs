@@ -284,6 +284,10 @@ pub struct ServiceConfig {
     /// Sandbox limits; unset ones take `[runtime]`'s. `[services.users.limits]`
     #[serde(default)]
     pub limits: ServiceLimits,
+    /// Requests one warm instance serves one after another; unset, every
+    /// request gets a fresh instance. `instance_reuse = 1000`
+    #[serde(default)]
+    pub instance_reuse: Option<u32>,
 }
 
 impl ServiceConfig {
@@ -301,6 +305,7 @@ impl ServiceConfig {
             issues_tokens: self.issues_tokens,
             token_roles: self.token_roles.clone(),
             limits: self.limits.clone(),
+            instance_reuse: self.instance_reuse,
         }
     }
 }

@@ -81,6 +81,8 @@ pub struct ServiceContext {
     pub policy: crate::policy::RoutePolicy,
     /// Signs its tokens, when it is granted `issues_tokens`.
     pub tokens: Option<Arc<crate::auth::TokenAuthority>>,
+    /// Its idle warm instances, when it opted in with `instance_reuse`.
+    pub warm: Option<crate::runtime::WarmPool>,
 }
 
 impl ServiceContext {
@@ -100,6 +102,9 @@ impl ServiceContext {
         let limits = env.defaults.with(&spec.limits);
         let policy = crate::policy::RoutePolicy::compile(&spec)
             .map_err(|e| anyhow::anyhow!("service `{name}`: {e}"))?;
+        let warm = spec
+            .instance_reuse
+            .map(|uses| crate::runtime::WarmPool::new(uses, limits.max_concurrency as usize));
         Ok(Self {
             name: name.into(),
             name_header: HeaderValue::from_str(name)?,
@@ -110,6 +115,7 @@ impl ServiceContext {
             outbound: outbound.into(),
             outbox_ready: Arc::clone(&env.outbox_bell),
             concurrency: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            warm,
             limits,
             policy,
         })
@@ -146,6 +152,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl ServiceSlot {
     /// A slot serving `version`, if any.
     pub fn new(context: Arc<ServiceContext>, version: Option<Arc<LoadedService>>) -> Self {
+        if let (Some(warm), Some(version)) = (&context.warm, &version) {
+            warm.retire_all_but(&version.version);
+        }
         Self {
             context,
             current: ArcSwapOption::new(version),
@@ -166,6 +175,11 @@ impl ServiceSlot {
 
     /// Makes `next` current in one atomic step and clears any error.
     pub fn swap(&self, next: Arc<LoadedService>) -> Option<Arc<LoadedService>> {
+        // The old version's warm instances retire now; those busy with a
+        // request are dropped when it ends.
+        if let Some(warm) = &self.context.warm {
+            warm.retire_all_but(&next.version);
+        }
         let previous = self.current.swap(Some(next));
         *lock(&self.error) = None;
         self.changed.notify_waiters();

@@ -36,6 +36,8 @@ pub struct RequestState {
     /// Where each `list-keys` page of this request ended; a cursor is an
     /// index into this list plus one.
     list_cursors: Vec<String>,
+    /// The guest's stdout and stderr, whose budget is per request.
+    output: GuestOutput,
 }
 
 /// Parts a key-value call may touch.
@@ -84,7 +86,18 @@ impl RequestState {
             version,
             ctx,
             list_cursors: Vec::new(),
+            output,
         }
+    }
+
+    /// Makes a warm instance's state ready for its next request, in `ctx`:
+    /// what belongs to one request (its context, cursors, output budget)
+    /// starts afresh; the instance and its resources stay.
+    pub(crate) fn begin_request(&mut self, ctx: RequestContext) {
+        self.hooks.set_context(ctx.clone());
+        self.ctx = ctx;
+        self.list_cursors.clear();
+        self.output.reset();
     }
 
     pub(crate) fn keyvalue_parts(&mut self) -> KeyValueParts<'_> {

@@ -22,3 +22,4 @@ mod scaffold;
 mod stdio;
 mod swap;
 mod users;
+mod warm;

@@ -99,3 +99,11 @@ pub fn print(req: Request) -> Result<Response> {
     }
     Ok(Response::new(204))
 }
+
+/// Counts requests in the instance's own memory, not in the store: a fresh
+/// instance always answers 1, a warm one counts on.
+pub fn memory_counter(_req: Request) -> Result<Response> {
+    static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let value = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    Response::json(200, &serde_json::json!({ "value": value }))
+}

@@ -28,6 +28,7 @@ fn routes() -> Router {
         .get("/{svc}/bytes/{len}", basic::bytes)
         .get("/{svc}/path/{*rest}", basic::path)
         .get("/{svc}/headers", basic::headers)
+        .get("/{svc}/memory-counter", basic::memory_counter)
         .get("/{svc}/config", basic::config_all)
         .get("/{svc}/config/{key}", basic::config_get)
         .post("/{svc}/log", basic::log_line)

@@ -149,6 +149,11 @@ impl OutboundHooks {
         }
     }
 
+    /// The next request of a warm instance runs in `ctx`.
+    pub fn set_context(&mut self, ctx: RequestContext) {
+        self.ctx = ctx;
+    }
+
     fn deny(&self, request: &Request<WasiBody>, why: &str) -> Error {
         tracing::warn!(
             service = %self.service.name,

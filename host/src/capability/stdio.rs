@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -37,11 +37,14 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The output of one request: both streams share its byte budget.
+/// The output of one request: both streams share its byte budget. A warm
+/// instance serving another request gets a fresh budget with [`Self::reset`].
 pub struct GuestOutput {
     service: Arc<str>,
     version: Arc<str>,
     budget: Arc<AtomicUsize>,
+    /// Counts requests, so the cut is reported once per request.
+    request: Arc<AtomicU64>,
 }
 
 impl GuestOutput {
@@ -51,7 +54,14 @@ impl GuestOutput {
             service,
             version,
             budget: Arc::new(AtomicUsize::new(OUTPUT_BUDGET)),
+            request: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// A full budget for the next request of the same instance.
+    pub fn reset(&self) {
+        self.request.fetch_add(1, Ordering::Relaxed);
+        self.budget.store(OUTPUT_BUDGET, Ordering::Relaxed);
     }
 
     /// The stream called `name` (`stdout` or `stderr`).
@@ -63,7 +73,8 @@ impl GuestOutput {
                 stream: name,
                 line: Vec::new(),
                 budget: Arc::clone(&self.budget),
-                truncated: false,
+                request: Arc::clone(&self.request),
+                warned_in: None,
             })),
         }
     }
@@ -81,7 +92,9 @@ struct LineBuffer {
     stream: &'static str,
     line: Vec<u8>,
     budget: Arc<AtomicUsize>,
-    truncated: bool,
+    request: Arc<AtomicU64>,
+    /// The request in which the cut was last reported.
+    warned_in: Option<u64>,
 }
 
 impl LineBuffer {
@@ -103,8 +116,9 @@ impl LineBuffer {
                 }
             }
         }
-        if allowed < bytes.len() && !self.truncated {
-            self.truncated = true;
+        let request = self.request.load(Ordering::Relaxed);
+        if allowed < bytes.len() && self.warned_in != Some(request) {
+            self.warned_in = Some(request);
             self.emit();
             tracing::warn!(
                 target: "bazaar::guest",
@@ -223,6 +237,8 @@ mod tests {
         out.write_bytes(&vec![b'x'; OUTPUT_BUDGET - 10]);
         err.write_bytes(&[b'y'; 100]);
         assert_eq!(output.budget.load(Ordering::Relaxed), 0);
-        assert!(err.lines.lock().expect("lock").truncated);
+        assert_eq!(err.lines.lock().expect("lock").warned_in, Some(0));
+        output.reset();
+        assert_eq!(output.budget.load(Ordering::Relaxed), OUTPUT_BUDGET);
     }
 }

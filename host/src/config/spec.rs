@@ -40,6 +40,10 @@ pub struct ServiceSpec {
     pub token_roles: Vec<String>,
     /// Its sandbox limits; unset ones take `[runtime]`'s. `[limits]`
     pub limits: ServiceLimits,
+    /// Serve up to this many requests, one after another, with one
+    /// instance (warm instances) instead of a fresh one each; see the
+    /// README for what may carry over between them. `instance_reuse = 1000`
+    pub instance_reuse: Option<u32>,
 }
 
 /// A policy for some routes and methods of a service.
@@ -224,6 +228,11 @@ impl ServiceSpec {
         {
             return Err(format!(
                 "service `{name}`: [limits] values must be at least 1"
+            ));
+        }
+        if self.instance_reuse == Some(0) {
+            return Err(format!(
+                "service `{name}`: instance_reuse must be at least 1 (or left out for a fresh instance per request)"
             ));
         }
         if !self.issues_tokens && !self.token_roles.is_empty() {

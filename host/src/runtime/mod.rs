@@ -21,16 +21,20 @@
 //! - `meter`: CPU time as time spent in `poll`.
 //! - `guard`: the response body that aborts its guest when dropped.
 //! - `trial`: [`TrialRun`], the loader's trial instantiation.
+//! - `warm`: [`WarmPool`], instances kept between requests for services
+//!   that opt in with `instance_reuse`.
 
 mod guard;
 mod limiter;
 mod meter;
 mod sandbox;
 mod trial;
+mod warm;
 
 pub use limiter::{HostMemory, MemoryRefusal, SandboxLimiter};
 pub use sandbox::Sandbox;
 pub use trial::{TrialFailure, TrialRun};
+pub use warm::WarmPool;
 
 use crate::calls::ServiceCalls;
 use crate::capability::GuestEvent;
@@ -142,7 +146,8 @@ impl Runtime {
         })
     }
 
-    /// Serves `request` with a fresh instance of `version` of `service`.
+    /// Serves `request` with a fresh instance of `version` of `service`, or
+    /// an idle warm one when the service keeps them.
     pub async fn handle_http<B>(
         &self,
         ctx: RequestContext,
@@ -156,9 +161,23 @@ impl Runtime {
     {
         let pre = version.http.clone().ok_or(RuntimeError::NoHttpHandler)?;
         let permit = admit(service, ctx.deadline).await?;
-        let (mut store, meter) = self
-            .sandbox
-            .store(service, &version.version, &ctx, &self.calls);
+        let warm = service
+            .warm
+            .as_ref()
+            .and_then(|pool| pool.take(&version.version));
+        let (mut store, meter, mut proxy, uses) = match warm {
+            Some(mut instance) => {
+                instance.store.data_mut().begin_request(ctx.clone());
+                let meter = Sandbox::arm(&mut instance.store, service);
+                (instance.store, meter, Some(instance.proxy), instance.uses)
+            }
+            None => {
+                let (store, meter) =
+                    self.sandbox
+                        .store(service, &version.version, &ctx, &self.calls);
+                (store, meter, None, 0)
+            }
+        };
         let head_sent = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
@@ -177,6 +196,7 @@ impl Runtime {
         };
 
         let (name, version_id) = (Arc::clone(&service.name), Arc::clone(&version.version));
+        let service = Arc::clone(service);
         let deadline = ctx.deadline;
         // The guest runs in its own task so it can keep streaming the body
         // after it has handed over the response head; the deadline and the
@@ -185,24 +205,45 @@ impl Runtime {
             async move {
                 let _permit = permit;
                 let run = async {
-                    let proxy = pre.instantiate_async(&mut store).await?;
-                    proxy
+                    let instance = match proxy.take() {
+                        Some(instance) => instance,
+                        None => pre.instantiate_async(&mut store).await?,
+                    };
+                    instance
                         .wasi_http_incoming_handler()
                         .call_handle(&mut store, req, out)
-                        .await
+                        .await?;
+                    Ok::<_, wasmtime::Error>(instance)
                 };
                 let result = match tokio::time::timeout_at(deadline, Metered::new(run, meter)).await
                 {
                     Ok(result) => result,
                     Err(_) => Err(DeadlineExceeded.into()),
                 };
-                if let Err(e) = &result {
-                    report_memory(&name, &version_id, &store);
-                    if head_sent.load(Ordering::Acquire) {
-                        tracing::warn!(service = %name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
+                match result {
+                    Ok(instance) => {
+                        // Only an instance that ended well, within its
+                        // limits, serves again.
+                        if let Some(pool) = &service.warm
+                            && store.data().limiter.refusal().is_none()
+                        {
+                            pool.give_back(warm::WarmInstance {
+                                version: version_id,
+                                store,
+                                proxy: instance,
+                                uses,
+                            });
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        report_memory(&name, &version_id, &store);
+                        if head_sent.load(Ordering::Acquire) {
+                            tracing::warn!(service = %name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
+                        }
+                        Err(e)
                     }
                 }
-                result
             }
             .in_current_span(),
         );

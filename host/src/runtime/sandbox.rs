@@ -79,6 +79,13 @@ impl Sandbox {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        let meter = Self::arm(&mut store, service);
+        (store, meter)
+    }
+
+    /// Gives `store` a fresh CPU budget for its next request: a new meter,
+    /// checked at every epoch tick.
+    pub(crate) fn arm(store: &mut Store<RequestState>, service: &ServiceContext) -> Arc<CpuMeter> {
         let meter = CpuMeter::new();
         let budget = service.limits.cpu_time;
         let spent = Arc::clone(&meter);
@@ -91,7 +98,7 @@ impl Sandbox {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        (store, meter)
+        meter
     }
 }
 

@@ -1,0 +1,106 @@
+//! Warm instances, for services that opt in with `instance_reuse = N`:
+//! an instance that answered a request well serves the next one, up to N
+//! requests, instead of a fresh instance each time.
+//!
+//! An instance serves one request at a time: it is taken out of the pool
+//! for the request and put back when the request (body included) ended
+//! well. One that trapped, timed out, went over a limit or lost its client
+//! is dropped, never reused. A deploy or rollback retires the instances of
+//! every other version.
+
+use crate::state::RequestState;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+/// An instance between requests.
+pub(super) struct WarmInstance {
+    /// The version it runs.
+    pub version: std::sync::Arc<str>,
+    /// Its store.
+    pub store: Store<RequestState>,
+    /// Its exports.
+    pub proxy: Proxy,
+    /// Requests it has served.
+    pub uses: u32,
+}
+
+/// The idle warm instances of one service.
+pub struct WarmPool {
+    /// Requests one instance may serve.
+    max_uses: u32,
+    /// Idle instances kept; each holds a pool slot and its memory.
+    max_idle: usize,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// The version whose instances may be kept.
+    current: Option<std::sync::Arc<str>>,
+    instances: Vec<WarmInstance>,
+}
+
+impl WarmPool {
+    /// A pool of instances serving up to `max_uses` requests each, keeping
+    /// at most `max_idle` of them idle.
+    pub fn new(max_uses: u32, max_idle: usize) -> Self {
+        Self {
+            max_uses,
+            max_idle: max_idle.max(1),
+            idle: Mutex::new(Idle::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        // The guarded list is only pushed to and popped from.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle instance of `version`, if there is one.
+    pub(super) fn take(&self, version: &str) -> Option<WarmInstance> {
+        let mut idle = self.lock();
+        let at = idle
+            .instances
+            .iter()
+            .rposition(|i| &*i.version == version)?;
+        Some(idle.instances.swap_remove(at))
+    }
+
+    /// Keeps `instance` for another request, unless it has served its
+    /// share, its version retired, or enough instances are idle.
+    pub(super) fn give_back(&self, mut instance: WarmInstance) {
+        instance.uses += 1;
+        if instance.uses >= self.max_uses {
+            return;
+        }
+        let mut idle = self.lock();
+        let current = idle.current.as_deref();
+        if current.is_some_and(|c| c != &*instance.version) || idle.instances.len() >= self.max_idle
+        {
+            return;
+        }
+        idle.instances.push(instance);
+    }
+
+    /// Drops the idle instances of every version but `version`, and keeps
+    /// only `version`'s from now on.
+    pub fn retire_all_but(&self, version: &std::sync::Arc<str>) {
+        let retired: Vec<WarmInstance> = {
+            let mut idle = self.lock();
+            idle.current = Some(std::sync::Arc::clone(version));
+            let (keep, retired) = std::mem::take(&mut idle.instances)
+                .into_iter()
+                .partition(|i| i.version == *version);
+            idle.instances = keep;
+            retired
+        };
+        // Dropped outside the lock: freeing instances returns pool slots.
+        drop(retired);
+    }
+
+    /// Instances idle now.
+    pub fn idle(&self) -> usize {
+        self.lock().instances.len()
+    }
+}

@@ -1,0 +1,96 @@
+//! Warm instances: opt-in reuse of an instance for one request after
+//! another, never for one that failed, never beyond its count, never
+//! across versions.
+
+use crate::support::{
+    STANDARD_SERVICES, TestHost, version_header, wasm_bytes, with_custom_section,
+};
+use serde_json::Value;
+
+/// `alpha` keeps warm instances for `uses` requests each.
+async fn start(uses: u32) -> TestHost {
+    let services = STANDARD_SERVICES.replace(
+        "routes = [\"/alpha/{*rest}\"]",
+        &format!("routes = [\"/alpha/{{*rest}}\"]\ninstance_reuse = {uses}"),
+    );
+    TestHost::start_with(&services, "").await
+}
+
+async fn counter(host: &TestHost, service: &str) -> u64 {
+    let answer: Value = host
+        .get(&format!("/{service}/memory-counter"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    answer["value"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_serves_request_after_request_up_to_its_count() {
+    let host = start(3).await;
+    let seen: Vec<u64> = futures_sequence(&host, "alpha", 7).await;
+    assert_eq!(
+        seen,
+        [1, 2, 3, 1, 2, 3, 1],
+        "one instance for three requests, then a new one"
+    );
+    let fresh: Vec<u64> = futures_sequence(&host, "beta", 3).await;
+    assert_eq!(
+        fresh,
+        [1, 1, 1],
+        "without instance_reuse every request is fresh"
+    );
+    host.stop().await;
+}
+
+async fn futures_sequence(host: &TestHost, service: &str, n: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        seen.push(counter(host, service).await);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_trapped_or_timed_out_is_never_reused() {
+    let host = start(1000).await;
+    assert_eq!(futures_sequence(&host, "alpha", 2).await, [1, 2]);
+    assert_eq!(host.get("/alpha/trap").await.status(), 500);
+    assert_eq!(
+        counter(&host, "alpha").await,
+        1,
+        "the trapped instance was dropped"
+    );
+    assert_eq!(counter(&host, "alpha").await, 2);
+    assert_eq!(host.get("/alpha/loop").await.status(), 504);
+    assert_eq!(
+        counter(&host, "alpha").await,
+        1,
+        "the spinning instance was dropped"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_retires_the_old_versions_warm_instances() {
+    let host = start(1000).await;
+    assert_eq!(futures_sequence(&host, "alpha", 3).await, [1, 2, 3]);
+    let next = with_custom_section(&wasm_bytes("testbed"), "warm v2");
+    assert_eq!(host.deploy("alpha", next.clone()).await.status(), 200);
+    let answer = host.get("/alpha/memory-counter").await;
+    assert_eq!(version_header(&answer), crate::support::hash(&next));
+    assert_eq!(
+        answer.json::<Value>().await.unwrap()["value"],
+        1,
+        "a new version starts fresh"
+    );
+    assert_eq!(counter(&host, "alpha").await, 2);
+    assert_eq!(host.rollback("alpha").await.status(), 200);
+    assert_eq!(
+        counter(&host, "alpha").await,
+        1,
+        "the old version's instances were retired"
+    );
+    host.stop().await;
+}
