@@ -11,6 +11,7 @@
 mod restore;
 mod status;
 
+pub use restore::PendingLoads;
 pub use status::{ServiceStatus, VersionStatus};
 
 use crate::artifacts::ArtifactStore;

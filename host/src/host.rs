@@ -39,11 +39,20 @@ pub struct RunningHost {
     pub registry: Arc<ServiceRegistry>,
     /// Deploys, for in-process use.
     pub deployer: Arc<Deployer>,
+    /// Becomes true once every service loaded (or failed to) at start-up.
+    ready: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningHost {
+    /// Waits until every service has loaded, or failed to, at start-up;
+    /// until then their routes answer 503.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|done| *done).await.map(|_| ());
+    }
+
     /// Stops accepting, lets in-flight requests finish, and waits for the
     /// listeners and background tasks to stop.
     pub async fn shutdown(self) {
@@ -122,7 +131,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         keep_versions: runtime_config.keep_versions,
         env,
     }));
-    deployer.restore().await?;
+    let pending = deployer.restore().await?;
     // Subscriptions exist before the relay moves anything left in an
     // outbox, so no event meets a topic without its subscribers.
     delivery.sync().await;
@@ -180,16 +189,29 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         tokio::spawn(relay.run(signal.clone())),
         tokio::spawn(prune_rate_limits(Arc::clone(&registry), signal.clone())),
     ];
-    if config.gateway.watch {
-        let watcher = Watcher::new(Arc::clone(&registry), Arc::clone(&deployer));
-        tasks.push(tokio::spawn(watcher.run(signal)));
-    }
+    // The listeners are open; now every service compiles, in parallel,
+    // and serves as soon as its own component is ready.
+    let (ready_tx, ready) = watch::channel(false);
+    let loader = Arc::clone(&deployer);
+    let watch_files = config
+        .gateway
+        .watch
+        .then(|| Watcher::new(Arc::clone(&registry), Arc::clone(&deployer)));
+    tasks.push(tokio::spawn(async move {
+        loader.load_pending(pending).await;
+        let _ = ready_tx.send(true);
+        // Watching starts from what start-up deployed.
+        if let Some(watcher) = watch_files {
+            watcher.run(signal).await;
+        }
+    }));
     Ok(RunningHost {
         gateway_addr,
         admin_addr,
         admin_token,
         registry,
         deployer,
+        ready,
         shutdown,
         tasks,
     })

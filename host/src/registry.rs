@@ -141,6 +141,8 @@ pub struct ServiceSlot {
     error: Mutex<Option<String>>,
     /// Woken whenever the current version changes.
     changed: Notify,
+    /// Its first version is still being loaded at start-up.
+    starting: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,7 +162,19 @@ impl ServiceSlot {
             current: ArcSwapOption::new(version),
             error: Mutex::new(None),
             changed: Notify::new(),
+            starting: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether its first version is still loading at start-up.
+    pub fn is_starting(&self) -> bool {
+        self.starting.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks it as loading at start-up, or done.
+    pub fn set_starting(&self, starting: bool) {
+        self.starting
+            .store(starting, std::sync::atomic::Ordering::Release);
     }
 
     /// The service's name.

@@ -320,3 +320,75 @@ async fn the_watcher_follows_content_and_never_undoes_a_deploy_or_rollback() {
     assert_eq!(host.get("/api/products").await.status(), 200);
     host.stop().await;
 }
+
+/// The listeners open at once; a service whose component is still
+/// compiling answers 503 "starting" with Retry-After while the others
+/// already serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_does_not_wait_for_the_slowest_service() {
+    let Ok(python) = std::env::var("BAZAAR_PY_COMPONENT") else {
+        eprintln!("skipped: BAZAAR_PY_COMPONENT is not set (scripts/test builds it)");
+        return;
+    };
+    let dir = support::temp_dir();
+    let services = format!(
+        "{STANDARD_SERVICES}\n[services.slowpy]\ncomponent = \"PYTHON.wasm\"\nroutes = [\"/slowpy/{{*rest}}\"]\n"
+    );
+    let config = support::binary_config(&dir, &services);
+    // A cold code cache of its own, so the 18 MB component really compiles.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let shared = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bazaar-code-cache");
+    let text = text.replace(
+        &format!("cache_dir = \"{}\"", shared.display()),
+        &format!("cache_dir = \"{}\"", dir.join("cold-cache").display()),
+    );
+    assert!(
+        text.contains("cold-cache"),
+        "the test should use its own cache"
+    );
+    let placeholder = support::components_dir().join("PYTHON.wasm");
+    let text = text.replace(&placeholder.display().to_string(), &python);
+    std::fs::write(&config, text).unwrap();
+    let host = BinaryHost::spawn_listening(&config, &dir.join("start.log"));
+    let http = reqwest::Client::new();
+    let alpha = support::eventually(
+        std::time::Duration::from_secs(120),
+        "alpha serving",
+        || async {
+            let answer = http
+                .get(format!("{}/alpha/path/up", host.url))
+                .send()
+                .await
+                .ok()?;
+            (answer.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let _ = alpha;
+    let slow = http
+        .get(format!("{}/slowpy/x", host.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 503, "the big component is still compiling");
+    assert_eq!(slow.headers()["retry-after"], "1");
+    let body: serde_json::Value = slow.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("starting"),
+        "{body}"
+    );
+    support::eventually(
+        std::time::Duration::from_secs(300),
+        "the big component serving",
+        || async {
+            let answer = http
+                .get(format!("{}/slowpy/x", host.url))
+                .send()
+                .await
+                .ok()?;
+            (answer.status() == 200).then_some(())
+        },
+    )
+    .await;
+    host.kill();
+}

@@ -187,6 +187,7 @@ impl TestHost {
         .expect("test gateway file should parse");
         capture_logs();
         let running = host::start(config).await.expect("host should start");
+        running.ready().await;
         Self {
             running,
             data_dir,
@@ -361,8 +362,18 @@ pub struct BinaryHost {
 }
 
 impl BinaryHost {
-    /// Starts `bazaar serve --config config`, logging to `log`.
+    /// Starts `bazaar serve --config config`, logging to `log`, and waits
+    /// until every service is loaded.
     pub fn spawn(config: &Path, log: &Path) -> Self {
+        Self::start(config, log, true)
+    }
+
+    /// Like [`Self::spawn`], but returns as soon as the listeners are open.
+    pub fn spawn_listening(config: &Path, log: &Path) -> Self {
+        Self::start(config, log, false)
+    }
+
+    fn start(config: &Path, log: &Path, wait_for_services: bool) -> Self {
         use std::io::BufRead as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
             .args(["serve", "--config"])
@@ -374,8 +385,8 @@ impl BinaryHost {
             .expect("the bazaar binary should start");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
-        let (mut url, mut admin_url) = (None, None);
-        while url.is_none() || admin_url.is_none() {
+        let (mut url, mut admin_url, mut loaded) = (None, None, !wait_for_services);
+        while url.is_none() || admin_url.is_none() || !loaded {
             let line = lines
                 .next()
                 .unwrap_or_else(|| {
@@ -391,6 +402,7 @@ impl BinaryHost {
             if let Some(found) = line.strip_prefix("bazaar: admin API listening on ") {
                 admin_url = Some(found.to_owned());
             }
+            loaded |= line == "bazaar: every service is loaded";
         }
         Self {
             child,

@@ -407,6 +407,13 @@ async fn serve(config_path: &Path, watch: bool) -> anyhow::Result<()> {
         "bazaar: admin API listening on http://{}",
         running.admin_addr
     );
+    tokio::select! {
+        () = running.ready() => println!("bazaar: every service is loaded"),
+        () = wait_for_signal() => {
+            running.shutdown().await;
+            return Ok(());
+        }
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;

@@ -26,6 +26,11 @@ enum Source {
     Missing(String),
 }
 
+/// Services installed at start-up that still have to be loaded.
+pub struct PendingLoads {
+    pending: Vec<(Plan, Arc<ServiceSlot>)>,
+}
+
 struct Plan {
     name: String,
     spec: crate::config::ServiceSpec,
@@ -34,10 +39,12 @@ struct Plan {
 }
 
 impl Deployer {
-    /// Loads every service and installs them in the registry. A service
-    /// that cannot load answers 503 and the others start; a route conflict
-    /// or a store that cannot be opened stops the start.
-    pub async fn restore(&self) -> anyhow::Result<()> {
+    /// Installs every service in the registry, not yet serving (its routes
+    /// answer 503 "starting"), and returns what is left to load with
+    /// [`Deployer::load_pending`]. A route conflict or a store that cannot
+    /// be opened stops the start; a service that later fails to load
+    /// answers 503 and the others serve.
+    pub async fn restore(&self) -> anyhow::Result<PendingLoads> {
         let _serial = self.lock.lock().await;
         let records: BTreeMap<String, ServiceRecord> = self
             .control
@@ -76,40 +83,70 @@ impl Deployer {
             });
         }
 
-        let loads: Vec<_> = plans.iter().map(|plan| self.start_load(plan)).collect();
+        let mut pending = Vec::new();
         let mut slots = Vec::new();
-        let mut changed = Vec::new();
-        for (mut plan, load) in plans.into_iter().zip(loads) {
-            let loaded = match load {
-                Some(task) => task
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the compiler task failed: {e}"))),
-                None => Err(match &plan.source {
-                    Source::Missing(why) => why.clone(),
-                    _ => "nothing to load".into(),
-                }),
-            };
-            let loaded = self.settle(&mut plan, loaded, &mut changed).await;
+        for plan in plans {
             let store = ServiceStore::open(&self.data_dir, &plan.name)?;
             let context =
                 ServiceContext::new(&plan.name, plan.spec.clone(), Arc::new(store), &self.env)?;
-            let (version, error) = match loaded {
-                Ok(loaded) => (Some(Arc::new(loaded)), None),
-                Err(error) => {
-                    tracing::error!(service = %plan.name, "{error}");
-                    (None, Some(error))
-                }
-            };
-            let slot = ServiceSlot::new(Arc::new(context), version);
-            slot.set_error(error);
-            slots.push(Arc::new(slot));
+            let slot = Arc::new(ServiceSlot::new(Arc::new(context), None));
+            slot.set_starting(true);
+            slots.push(Arc::clone(&slot));
+            pending.push((plan, slot));
         }
         let snapshot = RegistrySnapshot::new(slots)
             .context("two services claim the same route; change one of them in gateway.toml or remove the live one")?;
-        let refs: Vec<&ServiceRecord> = changed.iter().collect();
-        self.control.put(&refs)?;
         self.registry.replace(snapshot);
-        Ok(())
+        Ok(PendingLoads { pending })
+    }
+
+    /// Compiles every service start-up left to load, all at once; each
+    /// serves as soon as its own component is ready.
+    pub async fn load_pending(self: &Arc<Self>, loads: PendingLoads) {
+        let mut running = tokio::task::JoinSet::new();
+        for (plan, slot) in loads.pending {
+            let deployer = Arc::clone(self);
+            running.spawn(async move { deployer.load_one(plan, slot).await });
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn load_one(&self, mut plan: Plan, slot: Arc<ServiceSlot>) {
+        let loaded = match self.start_load(&plan) {
+            Some(task) => task
+                .await
+                .unwrap_or_else(|e| Err(format!("the compiler task failed: {e}"))),
+            None => Err(match &plan.source {
+                Source::Missing(why) => why.clone(),
+                _ => "nothing to load".into(),
+            }),
+        };
+        let _serial = self.lock.lock().await;
+        // A deploy, rollback or removal that landed meanwhile wins.
+        let still_ours = self
+            .registry
+            .get(&plan.name)
+            .is_some_and(|s| Arc::ptr_eq(&s, &slot));
+        if !still_ours || slot.current().is_some() {
+            slot.set_starting(false);
+            return;
+        }
+        let mut changed = Vec::new();
+        let loaded = self.settle(&mut plan, loaded, &mut changed).await;
+        let refs: Vec<&ServiceRecord> = changed.iter().collect();
+        if let Err(e) = self.control.put(&refs) {
+            tracing::error!(service = %plan.name, error = format!("{e:#}"), "cannot record the start-up deploy");
+        }
+        match loaded {
+            Ok(loaded) => {
+                slot.swap(Arc::new(loaded));
+            }
+            Err(error) => {
+                tracing::error!(service = %plan.name, "{error}");
+                slot.set_error(Some(error));
+            }
+        }
+        slot.set_starting(false);
     }
 
     /// Starts compiling what `plan` serves, on the blocking pool.

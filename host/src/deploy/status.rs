@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub struct ServiceStatus {
     /// Service name.
     pub name: String,
-    /// `running`, or `failed` when no version is loaded.
+    /// `running`, `starting` while its first version loads, or `failed`.
     pub state: String,
     /// Current version (content hash), if any.
     pub version: Option<String>,
@@ -76,10 +76,10 @@ impl Deployer {
                 };
                 ServiceStatus {
                     name: slot.name().to_owned(),
-                    state: if current.is_some() {
-                        "running"
-                    } else {
-                        "failed"
+                    state: match (&current, slot.is_starting()) {
+                        (Some(_), _) => "running",
+                        (None, true) => "starting",
+                        (None, false) => "failed",
                     }
                     .into(),
                     version: current.as_ref().map(|c| c.version.to_string()),

@@ -132,9 +132,11 @@ async fn forward(
     decision.take(&client)?;
 
     let version = slot.current().ok_or_else(|| {
-        let why = slot
-            .error()
-            .unwrap_or_else(|| "it has no version loaded".into());
+        let why = match slot.error() {
+            Some(error) => error,
+            None if slot.is_starting() => "it is starting; retry shortly".into(),
+            None => "it has no version loaded".into(),
+        };
         GatewayError::Unavailable(slot.name().to_owned(), why)
     })?;
     span.record("version", tracing::field::display(short(&version.version)));
