@@ -2,16 +2,18 @@
 //!
 //! The file lives at `<data dir>/services/<name>/kv.redb`, so no key of one
 //! service shares a file, let alone a table, with another's. A bucket is a
-//! table in that file. Every write is one transaction committed with redb's
-//! immediate durability (fsync) before it is acknowledged, so a write the
-//! guest saw succeed survives a `kill -9` of the host (a power loss is up to
-//! the disk honouring fsync).
+//! table in that file. Every write is committed with redb's immediate
+//! durability (fsync) before it is acknowledged, so a write the guest saw
+//! succeed survives a `kill -9` of the host (a power loss is up to the disk
+//! honouring fsync). Writes from concurrent requests share transactions
+//! and fsyncs (group commit, in `group`).
 //!
 //! The same file holds the service's event outbox: events published in a
 //! [`Batch`] are committed in the same transaction as its writes, and the
 //! event relay moves them to the event log afterwards.
 
 use anyhow::Context as _;
+use group::{Done, GroupCommit, Op};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,8 @@ const CACHE_BYTES: usize = 32 << 20;
 pub struct ServiceStore {
     db: Database,
     dir: PathBuf,
+    /// Writers waiting for, or sharing, the next commit.
+    group: GroupCommit,
 }
 
 /// One change in a [`Batch`].
@@ -144,7 +148,11 @@ impl ServiceStore {
                     path.display()
                 )
             })?;
-        Ok(Self { db, dir })
+        Ok(Self {
+            db,
+            dir,
+            group: GroupCommit::default(),
+        })
     }
 
     /// The directory of this store.
@@ -272,83 +280,28 @@ impl ServiceStore {
     }
 
     /// Checks every condition of `batch`, then applies its writes and
-    /// appends its outbox entries, all in one durable transaction.
+    /// appends its outbox entries, all in one durable transaction (shared,
+    /// through group commit, with concurrent writers).
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().context("begin write")?;
-        for condition in &batch.conditions {
-            let current = match txn.open_table(table(&condition.bucket)) {
-                Ok(table) => table
-                    .get(condition.key.as_str())
-                    .context("read key")?
-                    .map(|v| v.value().to_vec()),
-                Err(TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(anyhow::Error::from(e).context("open bucket").into()),
-            };
-            if current != condition.expected {
-                txn.abort().context("abort")?;
-                return Err(StoreError::Conflict {
-                    bucket: condition.bucket.clone(),
-                    key: condition.key.clone(),
-                });
-            }
-        }
-        for write in &batch.writes {
-            match write {
-                Write::Set { bucket, key, value } => {
-                    let mut table = txn.open_table(table(bucket)).context("open bucket")?;
-                    table
-                        .insert(key.as_str(), value.as_slice())
-                        .context("write key")?;
-                }
-                Write::Delete { bucket, key } => {
-                    let mut table = txn.open_table(table(bucket)).context("open bucket")?;
-                    table.remove(key.as_str()).context("delete key")?;
-                }
-            }
-        }
-        if !batch.outbox.is_empty() {
-            let mut meta = txn.open_table(META).context("open meta")?;
-            let mut seq = meta
-                .get(NEXT_OUTBOX_SEQ)
-                .context("read outbox sequence")?
-                .map_or(1, |v| v.value());
-            let mut outbox = txn.open_table(OUTBOX).context("open outbox")?;
-            for event in &batch.outbox {
-                outbox
-                    .insert(seq, event.as_slice())
-                    .context("append to outbox")?;
-                seq += 1;
-            }
-            meta.insert(NEXT_OUTBOX_SEQ, seq)
-                .context("write outbox sequence")?;
-        }
-        txn.commit().context("commit")?;
-        Ok(())
+        self.group
+            .submit(&self.db, Op::Batch(batch.clone()))
+            .map(|_| ())
     }
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
     /// returns the new value, atomically.
     pub fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().context("begin write")?;
-        let next = {
-            let mut table = txn.open_table(table(bucket)).context("open bucket")?;
-            let current = match table.get(key).context("read key")? {
-                None => 0,
-                Some(value) => std::str::from_utf8(value.value())
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| StoreError::NotACounter(key.to_owned()))?,
-            };
-            let next = current
-                .checked_add(delta)
-                .ok_or_else(|| StoreError::Overflow(key.to_owned()))?;
-            table
-                .insert(key, next.to_string().as_bytes())
-                .context("write key")?;
-            next
+        let op = Op::Increment {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            delta,
         };
-        txn.commit().context("commit")?;
-        Ok(next)
+        match self.group.submit(&self.db, op)? {
+            Done::Counter(value) => Ok(value),
+            Done::Written => Err(StoreError::Storage(anyhow::anyhow!(
+                "an increment answered without a value"
+            ))),
+        }
     }
 
     /// Up to `limit` entries whose key starts with `prefix`, after
@@ -430,15 +383,7 @@ impl ServiceStore {
 
     /// Removes outbox entries up to and including `seq`, once relayed.
     pub fn outbox_remove_through(&self, seq: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().context("begin write")?;
-        {
-            let mut outbox = txn.open_table(OUTBOX).context("open outbox")?;
-            outbox
-                .retain_in(..=seq, |_, _| false)
-                .context("trim outbox")?;
-        }
-        txn.commit().context("commit")?;
-        Ok(())
+        self.group.submit(&self.db, Op::TrimOutbox(seq)).map(|_| ())
     }
 }
 
@@ -446,5 +391,6 @@ fn table(bucket: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(bucket)
 }
 
+mod group;
 #[cfg(test)]
 mod tests;

@@ -351,7 +351,7 @@ async fn start_up_does_not_wait_for_the_slowest_service() {
     std::fs::write(&config, text).unwrap();
     let host = BinaryHost::spawn_listening(&config, &dir.join("start.log"));
     let http = reqwest::Client::new();
-    let alpha = support::eventually(
+    support::eventually(
         std::time::Duration::from_secs(120),
         "alpha serving",
         || async {
@@ -364,7 +364,6 @@ async fn start_up_does_not_wait_for_the_slowest_service() {
         },
     )
     .await;
-    let _ = alpha;
     let slow = http
         .get(format!("{}/slowpy/x", host.url))
         .send()

@@ -23,7 +23,26 @@ async fn counter(host: &TestHost, service: &str) -> u64 {
         .json()
         .await
         .unwrap();
+    settle(host, service).await;
     answer["value"].as_u64().unwrap()
+}
+
+/// Waits until `service` has no request running, so the instance that
+/// served the last one is back in the pool (a client may see the end of a
+/// response a moment before its instance is put back).
+async fn settle(host: &TestHost, service: &str) {
+    let slot = host
+        .running
+        .registry
+        .get(service)
+        .expect("the service exists");
+    let all = slot.context.limits.max_concurrency as usize;
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the request to end",
+        || async { (slot.context.concurrency.available_permits() == all).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,6 +76,7 @@ async fn an_instance_that_trapped_or_timed_out_is_never_reused() {
     let host = start(1000).await;
     assert_eq!(futures_sequence(&host, "alpha", 2).await, [1, 2]);
     assert_eq!(host.get("/alpha/trap").await.status(), 500);
+    settle(&host, "alpha").await;
     assert_eq!(
         counter(&host, "alpha").await,
         1,
@@ -64,6 +84,7 @@ async fn an_instance_that_trapped_or_timed_out_is_never_reused() {
     );
     assert_eq!(counter(&host, "alpha").await, 2);
     assert_eq!(host.get("/alpha/loop").await.status(), 504);
+    settle(&host, "alpha").await;
     assert_eq!(
         counter(&host, "alpha").await,
         1,
@@ -79,6 +100,7 @@ async fn a_deploy_retires_the_old_versions_warm_instances() {
     let next = with_custom_section(&wasm_bytes("testbed"), "warm v2");
     assert_eq!(host.deploy("alpha", next.clone()).await.status(), 200);
     let answer = host.get("/alpha/memory-counter").await;
+    settle(&host, "alpha").await;
     assert_eq!(version_header(&answer), crate::support::hash(&next));
     assert_eq!(
         answer.json::<Value>().await.unwrap()["value"],

@@ -175,3 +175,41 @@ fn host_tables_are_not_guest_buckets() {
     assert!(ServiceStore::bucket_name("__bazaar/outbox").is_err());
     assert_eq!(ServiceStore::bucket_name("").expect("default"), "default");
 }
+
+#[test]
+fn concurrent_writers_share_commits_and_each_gets_its_own_result() {
+    let (store, dir) = store();
+    let store = std::sync::Arc::new(store);
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut claimed = 0;
+                for n in 0..25 {
+                    store.increment("b", "count", 1).expect("increment");
+                    // Every thread races for the same 25 claims: exactly one
+                    // wins each, even when they share a transaction.
+                    let claim = Batch {
+                        conditions: vec![Condition {
+                            bucket: "b".into(),
+                            key: format!("claim:{n}"),
+                            expected: None,
+                        }],
+                        writes: vec![set("b", &format!("claim:{n}"), format!("{i}").as_bytes())],
+                        outbox: Vec::new(),
+                    };
+                    match store.commit(&claim) {
+                        Ok(()) => claimed += 1,
+                        Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+                claimed
+            })
+        })
+        .collect();
+    let claimed: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    assert_eq!(claimed, 25, "each claim is won once");
+    assert_eq!(store.get("b", "count").expect("get"), Some(b"400".to_vec()));
+    std::fs::remove_dir_all(dir).ok();
+}

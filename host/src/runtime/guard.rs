@@ -37,14 +37,40 @@ impl<T> Drop for AbortOnDrop<T> {
 /// A response body that stops its guest when dropped before its end: a
 /// client that went away takes its instance with it.
 pub(super) struct GuardedBody {
-    pub(super) inner: HyperOutgoingBody,
-    pub(super) guard: AbortOnDrop<wasmtime::Result<()>>,
+    inner: HyperOutgoingBody,
+    guard: AbortOnDrop<wasmtime::Result<()>>,
+    /// The body's `content-length`, when the guest declared one.
+    declared: Option<u64>,
+    /// Bytes passed on so far.
+    sent: u64,
+}
+
+impl GuardedBody {
+    /// `inner`, guarding `guard`'s task; `declared` is its `content-length`.
+    pub(super) fn new(
+        inner: HyperOutgoingBody,
+        guard: AbortOnDrop<wasmtime::Result<()>>,
+        declared: Option<u64>,
+    ) -> Self {
+        Self {
+            inner,
+            guard,
+            declared,
+            sent: 0,
+        }
+    }
+
+    /// Whether every byte went out: the stream ended, or as many bytes as
+    /// declared were sent (hyper stops polling there, before the guest has
+    /// necessarily finished its body).
+    fn complete(&self) -> bool {
+        self.inner.is_end_stream() || self.declared == Some(self.sent)
+    }
 }
 
 impl Drop for GuardedBody {
     fn drop(&mut self) {
-        // hyper may never poll a body that says it is already at its end.
-        if self.inner.is_end_stream() {
+        if self.complete() {
             self.guard.detach();
         }
     }
@@ -59,10 +85,17 @@ impl Body for GuardedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            // The whole body went out: the guest may finish what it does
-            // after responding, under its deadline.
-            self.guard.detach();
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                self.sent = self.sent.saturating_add(len);
+            }
+            Poll::Ready(None) => {
+                // The whole body went out: the guest may finish what it
+                // does after responding, under its deadline.
+                self.guard.detach();
+            }
+            _ => {}
         }
         polled
     }

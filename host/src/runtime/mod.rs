@@ -251,7 +251,12 @@ impl Runtime {
 
         match receiver.await {
             Ok(Ok(response)) => {
-                Ok(response.map(|body| GuardedBody { inner: body, guard }.boxed_unsync()))
+                let declared = response
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                Ok(response.map(|body| GuardedBody::new(body, guard, declared).boxed_unsync()))
             }
             Ok(Err(code)) => Err(RuntimeError::Guest(code)),
             Err(_) => Err(match guard.join().await {
