@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig,
 };
 
 /// How often the epoch advances: how often a running guest yields to other
@@ -76,7 +77,15 @@ pub fn build_engine(runtime: &RuntimeSection, cache_dir: &Path) -> anyhow::Resul
         // slots keep their dirty pages until the batch is flushed. That
         // memory is outside the runtime's linear-memory budget (which counts
         // what live instances may touch), so keep the batch small.
-        .decommit_batch_size(16);
+        .decommit_batch_size(runtime.decommit_batch_size.max(1))
+        // Zeroing a small, hot prefix of each memory in place is cheaper
+        // than unmapping and faulting it in again on the next request.
+        .linear_memory_keep_resident(runtime.memory_keep_resident_kib << 10)
+        .pagemap_scan(if runtime.pagemap_scan {
+            Enabled::Auto
+        } else {
+            Enabled::No
+        });
 
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;

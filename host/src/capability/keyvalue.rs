@@ -114,11 +114,22 @@ impl KeyValueView<'_> {
         bucket_name(self.table, bucket)
     }
 
+    /// A write: it waits for a commit (and its fsync), so it runs on the
+    /// blocking pool.
     fn run<T: Send + 'static>(
         &self,
         op: impl FnOnce(&ServiceStore) -> Result<T, StoreError> + Send + 'static,
     ) -> impl Future<Output = Result<T, KeyValueError>> + Send + 'static {
         run_blocking(Arc::clone(self.store), op)
+    }
+
+    /// A read: redb serves it from one snapshot without waiting for any
+    /// writer, so it runs right here, without a hand-off to another thread.
+    fn read<T>(
+        &self,
+        op: impl FnOnce(&ServiceStore) -> Result<T, StoreError>,
+    ) -> Result<T, KeyValueError> {
+        Ok(op(self.store)?)
     }
 }
 
@@ -140,7 +151,7 @@ impl store::HostBucket for KeyValueView<'_> {
         key: String,
     ) -> Result<Option<Vec<u8>>, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.get(&bucket, &key)).await
+        self.read(|s| s.get(&bucket, &key))
     }
 
     async fn set(
@@ -165,7 +176,7 @@ impl store::HostBucket for KeyValueView<'_> {
         key: String,
     ) -> Result<bool, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.exists(&bucket, &key)).await
+        self.read(|s| s.exists(&bucket, &key))
     }
 
     /// Pages by key: the cursor stands for the last key returned, kept in
@@ -192,9 +203,7 @@ impl store::HostBucket for KeyValueView<'_> {
                     })?,
             ),
         };
-        let (keys, more) = self
-            .run(move |s| s.list_keys(&bucket, after.as_deref()))
-            .await?;
+        let (keys, more) = self.read(|s| s.list_keys(&bucket, after.as_deref()))?;
         let cursor = match keys.last() {
             Some(last) if more => {
                 if self.list_cursors.len() >= MAX_LIST_CURSORS {
@@ -236,7 +245,7 @@ impl batch::Host for KeyValueView<'_> {
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| {
+        self.read(|s| {
             let values = s.get_many(&bucket, &keys)?;
             Ok(keys
                 .into_iter()
@@ -244,7 +253,6 @@ impl batch::Host for KeyValueView<'_> {
                 .map(|(k, v)| v.map(|v| (k, v)))
                 .collect())
         })
-        .await
     }
 
     async fn set_many(
@@ -276,9 +284,7 @@ impl kv::Host for KeyValueView<'_> {
     ) -> Result<kv::Page, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
         let limit = usize::try_from(limit).unwrap_or(PAGE_LIMIT);
-        let page = self
-            .run(move |s| s.scan(&bucket, &prefix, start_after.as_deref(), limit))
-            .await?;
+        let page = self.read(|s| s.scan(&bucket, &prefix, start_after.as_deref(), limit))?;
         Ok(kv::Page {
             entries: page.entries,
             next: page.next,
