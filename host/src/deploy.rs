@@ -211,6 +211,22 @@ impl Deployer {
 
     /// Compiles, checks, records and swaps in a component.
     pub async fn deploy(&self, request: DeployRequest) -> Result<DeployOutcome, DeployError> {
+        let service = request.service.clone();
+        let result = self.deploy_checked(request).await;
+        crate::metrics::deploy(&service, result.is_ok());
+        if let Ok(outcome) = &result
+            && outcome.changed
+        {
+            crate::metrics::version_changed(
+                &service,
+                &outcome.version,
+                outcome.previous.as_deref(),
+            );
+        }
+        result
+    }
+
+    async fn deploy_checked(&self, request: DeployRequest) -> Result<DeployOutcome, DeployError> {
         let name = request.service.clone();
         if !is_valid_service_name(&name) {
             return Err(DeployError::InvalidSpec {

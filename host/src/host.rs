@@ -142,6 +142,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
     let admin_addr = admin_listener.local_addr()?;
     let (shutdown, signal) = watch::channel(false);
 
+    let stats = Arc::new(crate::metrics::Stats::default());
+    // Installs the process's metrics recorder before the first request.
+    let _ = crate::metrics::handle();
     let gateway_state = Arc::new(GatewayState {
         registry: Arc::clone(&registry),
         runtime,
@@ -149,6 +152,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         api_keys,
         max_body_bytes: config.gateway.max_body_bytes,
         max_uri_bytes: config.gateway.max_uri_bytes,
+        stats: Arc::clone(&stats),
     });
     let admin_state = Arc::new(AdminState {
         deployer: Arc::clone(&deployer),
@@ -157,6 +161,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         delivery: Arc::clone(&delivery),
         token: admin_token.clone(),
         tokens,
+        stats,
         max_component_bytes: config.admin.max_component_bytes,
     });
     let relay = Relay::new(

@@ -34,7 +34,9 @@
 //!   wasi:config, wasi:logging, guest stdout/stderr and outbound HTTP.
 //! - [`kvstore`]: each service's redb file, with its event outbox.
 //! - [`events`]: the event log, the outbox relay and delivery to subscribers.
-//! - [`admin`]: the admin API (deploy, rollback, remove, list, events, health).
+//! - [`metrics`]: Prometheus metrics, and recent figures for the dashboard.
+//! - [`admin`]: the admin API (deploy, rollback, remove, list, events, health,
+//!   metrics, dashboard).
 //! - [`host`]: assembles and starts all of the above.
 //! - [`cli`]: the `bazaar` command line.
 //!
@@ -67,6 +69,7 @@ pub mod host;
 pub mod kvstore;
 pub mod listener;
 pub mod loader;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod router;

@@ -88,6 +88,7 @@ pub fn serve(
             let builder = Arc::clone(&builder);
             let mut closing = closing.subscribe();
             tokio::spawn(async move {
+                let _open = crate::metrics::OpenConnection::open();
                 let connection = builder.serve_connection_with_upgrades(
                     TokioIo::new(stream),
                     TowerToHyperService::new(service),

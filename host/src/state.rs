@@ -42,6 +42,7 @@ pub struct RequestState {
 
 /// Parts a key-value call may touch.
 pub(crate) struct KeyValueParts<'a> {
+    pub service: &'a Arc<str>,
     pub store: &'a Arc<ServiceStore>,
     pub table: &'a mut ResourceTable,
     pub list_cursors: &'a mut Vec<String>,
@@ -102,6 +103,7 @@ impl RequestState {
 
     pub(crate) fn keyvalue_parts(&mut self) -> KeyValueParts<'_> {
         KeyValueParts {
+            service: &self.service.name,
             store: &self.service.store,
             table: &mut self.table,
             list_cursors: &mut self.list_cursors,

@@ -12,6 +12,7 @@ mod deploy;
 mod events;
 mod hostile;
 mod lifecycle;
+mod observe;
 mod outbound;
 mod passthrough;
 mod policies;

@@ -14,6 +14,8 @@
 //! | POST | `/events/dead-letters/replay` | `{"subscriber": S, "topic": T?}` |
 //! | POST | `/auth/tokens` | `{"subject": S, "roles": [R], "ttl_s": N?}`: a signed token |
 //! | GET | `/healthz` | `ok`, or `degraded` with the failed services |
+//! | GET | `/metrics` | Prometheus text format |
+//! | GET | `/stats` | recent request rate, error rate and p95 per service (JSON) |
 
 mod events;
 mod services;
@@ -49,6 +51,8 @@ pub struct AdminState {
     pub token: String,
     /// Signs tokens for operators (`bazaar token`).
     pub tokens: Arc<crate::auth::TokenAuthority>,
+    /// Recent requests per service, for the dashboard.
+    pub stats: Arc<crate::metrics::Stats>,
     /// `[admin] max_component_bytes`.
     pub max_component_bytes: usize,
 }
@@ -70,6 +74,8 @@ pub fn app(state: Arc<AdminState>) -> Router {
         .route("/events/dead-letters/replay", post(events::replay))
         .route("/auth/tokens", post(issue_token))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
         .layer(DefaultBodyLimit::max(max_component))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -218,4 +224,32 @@ async fn issue_token(
     .map_err(|e| AdminError::Internal(format!("{e:#}")))?;
     tracing::info!(subject = %request.subject, roles = ?request.roles, "issued a token through the admin API");
     Ok(Json(serde_json::json!({ "token": token })))
+}
+
+/// The Prometheus exposition, with the event backlogs brought up to date.
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    match state.log.stats().await {
+        Ok(subscriptions) => {
+            for s in &subscriptions {
+                crate::metrics::backlog(&s.subscriber, &s.topic, s.backlog);
+            }
+        }
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot read event backlogs for /metrics"
+        ),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// Recent figures per service, for the dashboard.
+async fn stats(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "services": state.stats.snapshot() }))
 }

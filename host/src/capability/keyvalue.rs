@@ -62,6 +62,7 @@ impl KeyValueError {
 /// What a key-value call may touch: the service's store, the resource
 /// table, and the request's list cursors.
 pub struct KeyValueView<'a> {
+    service: &'a Arc<str>,
     store: &'a Arc<ServiceStore>,
     table: &'a mut ResourceTable,
     list_cursors: &'a mut Vec<String>,
@@ -78,6 +79,7 @@ pub fn add_to_linker(linker: &mut Linker<RequestState>) -> wasmtime::Result<()> 
     fn view(state: &mut RequestState) -> KeyValueView<'_> {
         let parts = state.keyvalue_parts();
         KeyValueView {
+            service: parts.service,
             store: parts.store,
             table: parts.table,
             list_cursors: parts.list_cursors,
@@ -118,18 +120,30 @@ impl KeyValueView<'_> {
     /// blocking pool.
     fn run<T: Send + 'static>(
         &self,
+        name: &'static str,
         op: impl FnOnce(&ServiceStore) -> Result<T, StoreError> + Send + 'static,
     ) -> impl Future<Output = Result<T, KeyValueError>> + Send + 'static {
-        run_blocking(Arc::clone(self.store), op)
+        let service = Arc::clone(self.service);
+        let write = run_blocking(Arc::clone(self.store), op);
+        async move {
+            let started = std::time::Instant::now();
+            let result = write.await;
+            crate::metrics::kv_operation(&service, name, started.elapsed());
+            result
+        }
     }
 
     /// A read: redb serves it from one snapshot without waiting for any
     /// writer, so it runs right here, without a hand-off to another thread.
     fn read<T>(
         &self,
+        name: &'static str,
         op: impl FnOnce(&ServiceStore) -> Result<T, StoreError>,
     ) -> Result<T, KeyValueError> {
-        Ok(op(self.store)?)
+        let started = std::time::Instant::now();
+        let result = op(self.store);
+        crate::metrics::kv_operation(self.service, name, started.elapsed());
+        Ok(result?)
     }
 }
 
@@ -151,7 +165,7 @@ impl store::HostBucket for KeyValueView<'_> {
         key: String,
     ) -> Result<Option<Vec<u8>>, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.read(|s| s.get(&bucket, &key))
+        self.read("get", |s| s.get(&bucket, &key))
     }
 
     async fn set(
@@ -161,13 +175,14 @@ impl store::HostBucket for KeyValueView<'_> {
         value: Vec<u8>,
     ) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.set_many(&bucket, &[(key, value)]))
+        self.run("set", move |s| s.set_many(&bucket, &[(key, value)]))
             .await
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.delete_many(&bucket, &[key])).await
+        self.run("delete", move |s| s.delete_many(&bucket, &[key]))
+            .await
     }
 
     async fn exists(
@@ -176,7 +191,7 @@ impl store::HostBucket for KeyValueView<'_> {
         key: String,
     ) -> Result<bool, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.read(|s| s.exists(&bucket, &key))
+        self.read("exists", |s| s.exists(&bucket, &key))
     }
 
     /// Pages by key: the cursor stands for the last key returned, kept in
@@ -203,7 +218,7 @@ impl store::HostBucket for KeyValueView<'_> {
                     })?,
             ),
         };
-        let (keys, more) = self.read(|s| s.list_keys(&bucket, after.as_deref()))?;
+        let (keys, more) = self.read("list_keys", |s| s.list_keys(&bucket, after.as_deref()))?;
         let cursor = match keys.last() {
             Some(last) if more => {
                 if self.list_cursors.len() >= MAX_LIST_CURSORS {
@@ -234,7 +249,8 @@ impl atomics::Host for KeyValueView<'_> {
         delta: u64,
     ) -> Result<u64, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.increment(&bucket, &key, delta)).await
+        self.run("increment", move |s| s.increment(&bucket, &key, delta))
+            .await
     }
 }
 
@@ -245,7 +261,7 @@ impl batch::Host for KeyValueView<'_> {
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.read(|s| {
+        self.read("get_many", |s| {
             let values = s.get_many(&bucket, &keys)?;
             Ok(keys
                 .into_iter()
@@ -261,7 +277,8 @@ impl batch::Host for KeyValueView<'_> {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.set_many(&bucket, &key_values)).await
+        self.run("set_many", move |s| s.set_many(&bucket, &key_values))
+            .await
     }
 
     async fn delete_many(
@@ -270,7 +287,8 @@ impl batch::Host for KeyValueView<'_> {
         keys: Vec<String>,
     ) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.delete_many(&bucket, &keys)).await
+        self.run("delete_many", move |s| s.delete_many(&bucket, &keys))
+            .await
     }
 }
 
@@ -284,7 +302,9 @@ impl kv::Host for KeyValueView<'_> {
     ) -> Result<kv::Page, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
         let limit = usize::try_from(limit).unwrap_or(PAGE_LIMIT);
-        let page = self.read(|s| s.scan(&bucket, &prefix, start_after.as_deref(), limit))?;
+        let page = self.read("scan", |s| {
+            s.scan(&bucket, &prefix, start_after.as_deref(), limit)
+        })?;
         Ok(kv::Page {
             entries: page.entries,
             next: page.next,
@@ -299,7 +319,9 @@ impl kv::Host for KeyValueView<'_> {
         new: Option<Vec<u8>>,
     ) -> Result<bool, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run(move |s| s.compare_and_swap(&bucket, &key, expected, new))
-            .await
+        self.run("compare_and_swap", move |s| {
+            s.compare_and_swap(&bucket, &key, expected, new)
+        })
+        .await
     }
 }

@@ -89,6 +89,7 @@ pub(crate) async fn commit_with_events(
     events: Vec<(String, Vec<u8>)>,
 ) -> Result<Vec<String>, CommitError> {
     let mut ids = Vec::with_capacity(events.len());
+    let mut topics = Vec::with_capacity(events.len());
     for (topic, payload) in events {
         if !service.may_publish(&topic) {
             tracing::warn!(service = %service.name, %topic, "publish denied: add the topic to publishes of the service");
@@ -112,9 +113,11 @@ pub(crate) async fn commit_with_events(
             traceparent: Some(ctx.trace.header()),
         };
         ids.push(event.id.clone());
+        topics.push(event.topic.clone());
         batch.outbox.push(event.encode());
     }
     let publishes = !batch.outbox.is_empty();
+
     let result = run_blocking(Arc::clone(&service.store), move |store| {
         match store.commit(&batch) {
             Err(StoreError::Conflict { key, .. }) => Ok(Err(key)),
@@ -126,6 +129,9 @@ pub(crate) async fn commit_with_events(
         Ok(Ok(())) => {
             if publishes {
                 service.outbox_ready.notify_one();
+                for topic in &topics {
+                    crate::metrics::published(&service.name, topic, 1);
+                }
             }
             Ok(ids)
         }

@@ -139,6 +139,7 @@ impl Deployer {
         }
         match loaded {
             Ok(loaded) => {
+                crate::metrics::version_changed(&plan.name, &loaded.version, None);
                 slot.swap(Arc::new(loaded));
             }
             Err(error) => {

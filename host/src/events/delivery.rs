@@ -275,14 +275,29 @@ impl Delivery {
         match result {
             Ok(()) => {
                 tracing::debug!(event_id = %id, attempt, "delivered");
+                crate::metrics::delivery(
+                    &sub.subscriber,
+                    &sub.topic,
+                    crate::metrics::Delivery::Delivered,
+                );
                 self.log.ack(sub.clone(), pending).await
             }
             Err(error) if attempt >= self.policy.max_attempts => {
                 tracing::warn!(event_id = %id, attempt, %error, "event moved to the dead letters after its last attempt");
+                crate::metrics::delivery(
+                    &sub.subscriber,
+                    &sub.topic,
+                    crate::metrics::Delivery::DeadLettered,
+                );
                 self.log.dead_letter(sub.clone(), pending, error).await
             }
             Err(error) => {
                 let backoff = self.policy.backoff(attempt);
+                crate::metrics::delivery(
+                    &sub.subscriber,
+                    &sub.topic,
+                    crate::metrics::Delivery::Retried,
+                );
                 tracing::warn!(event_id = %id, attempt, %error, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
                 let not_before = now_ms().saturating_add(backoff.as_millis() as u64);
                 self.log

@@ -57,8 +57,24 @@ impl GatewayError {
         }
     }
 
+    /// Why the gateway refused the request itself, for the metrics.
+    fn rejection(&self) -> Option<&'static str> {
+        match self {
+            Self::Refused(Refusal::RateLimited(_)) => Some("rate_limit"),
+            Self::Refused(_) | Self::BadToken(_) | Self::OriginNotAllowed(_) => Some("auth"),
+            Self::TooLarge(_) => Some("body_size"),
+            Self::UriTooLong(_) => Some("uri_size"),
+            Self::Runtime(RuntimeError::Busy) => Some("concurrency"),
+            Self::Unavailable(..) => Some("unavailable"),
+            _ => None,
+        }
+    }
+
     /// The response, with `request_id` in its body.
     pub fn into_response(self, request_id: &str) -> Response {
+        if let Some(reason) = self.rejection() {
+            crate::metrics::rejected(reason);
+        }
         let status = self.status();
         let message = match &self {
             Self::Runtime(e) => e.client_message(),

@@ -60,7 +60,14 @@ pub struct GatewayState {
     pub max_body_bytes: usize,
     /// `[gateway] max_uri_bytes`.
     pub max_uri_bytes: usize,
+    /// Recent requests per service, for the dashboard.
+    pub stats: Arc<crate::metrics::Stats>,
 }
+
+/// The service that answered (or refused) a request, in the response's
+/// extensions for the access log.
+#[derive(Debug, Clone)]
+struct ServedBy(Arc<str>);
 
 /// The request id, put in the request's extensions by `access_log`.
 #[derive(Debug, Clone)]
@@ -70,10 +77,10 @@ pub struct RequestId(pub Arc<str>);
 pub fn app(state: Arc<GatewayState>) -> Router {
     Router::new()
         .fallback(proxy)
-        .with_state(state)
-        // Outermost, so the span and access line cover every response,
-        // including the gateway's own errors.
-        .layer(middleware::from_fn(access_log))
+        .with_state(Arc::clone(&state))
+        // Outermost, so the span, the access line and the metrics cover
+        // every response, including the gateway's own errors.
+        .layer(middleware::from_fn_with_state(state, access_log))
 }
 
 async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
@@ -84,16 +91,22 @@ async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
     if request.uri().path() == LIVENESS_PATH {
         return axum::Json(serde_json::json!({ "status": "ok" })).into_response();
     }
-    match forward(&state, Arc::clone(&id), request).await {
+    let mut routed = None;
+    let mut response = match forward(&state, Arc::clone(&id), request, &mut routed).await {
         Ok(response) => response,
         Err(e) => e.into_response(&id),
+    };
+    if let Some(service) = routed {
+        response.extensions_mut().insert(ServedBy(service));
     }
+    response
 }
 
 async fn forward(
     state: &GatewayState,
     id: Arc<str>,
     mut request: Request,
+    routed: &mut Option<Arc<str>>,
 ) -> Result<Response, GatewayError> {
     let started = tokio::time::Instant::now();
     let max_uri = state.max_uri_bytes;
@@ -110,6 +123,7 @@ async fn forward(
     let (slot, pattern) = snapshot
         .route(path)
         .ok_or_else(|| GatewayError::NoRoute(path.to_owned()))?;
+    *routed = Some(Arc::clone(&slot.context.name));
     let span = tracing::Span::current();
     span.record("service", tracing::field::display(slot.name()));
     span.record("route", tracing::field::display(pattern));
@@ -285,7 +299,11 @@ fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
 
 /// Gives each request an id (the client's `x-request-id` if it sent a sane
 /// one), runs it inside a span carrying that id, and writes one access line.
-async fn access_log(mut request: Request, next: Next) -> Response {
+async fn access_log(
+    State(state): State<Arc<GatewayState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id: Arc<str> = header_text(request.headers(), REQUEST_ID_HEADER)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(
@@ -304,11 +322,21 @@ async fn access_log(mut request: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let service = response
+        .extensions()
+        .get::<ServedBy>()
+        .map(|s| Arc::clone(&s.0));
+    let status = response.status().as_u16();
+    crate::metrics::request_served(service.as_ref(), status, elapsed);
+    if let Some(service) = &service {
+        state.stats.record(service, status, elapsed);
+    }
     span.in_scope(|| {
         tracing::info!(
             target: "bazaar::access",
             status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
             "served"
         );
     });

@@ -204,10 +204,23 @@ impl Runtime {
         let task = tokio::spawn(
             async move {
                 let _permit = permit;
+                let spent = Arc::clone(&meter);
+                let mut in_flight = None;
                 let run = async {
                     let instance = match proxy.take() {
-                        Some(instance) => instance,
-                        None => pre.instantiate_async(&mut store).await?,
+                        Some(instance) => {
+                            in_flight = Some(crate::metrics::InFlight::start(&name, None));
+                            instance
+                        }
+                        None => {
+                            let started = Instant::now();
+                            let instance = pre.instantiate_async(&mut store).await?;
+                            in_flight = Some(crate::metrics::InFlight::start(
+                                &name,
+                                Some(started.elapsed()),
+                            ));
+                            instance
+                        }
                     };
                     instance
                         .wasi_http_incoming_handler()
@@ -220,6 +233,8 @@ impl Runtime {
                     Ok(result) => result,
                     Err(_) => Err(DeadlineExceeded.into()),
                 };
+                drop(in_flight);
+                crate::metrics::cpu_time(&name, spent.spent());
                 match result {
                     Ok(instance) => {
                         // Only an instance that ended well, within its
@@ -284,14 +299,19 @@ impl Runtime {
         let (mut store, meter) = self
             .sandbox
             .store(service, &version.version, &ctx, &self.calls);
+        let spent = Arc::clone(&meter);
         let run = async {
+            let started = Instant::now();
             let instance = pre.instantiate_async(&mut store).await?;
+            let _in_flight =
+                crate::metrics::InFlight::start(&service.name, Some(started.elapsed()));
             instance
                 .bazaar_platform_event_handler()
                 .call_handle(&mut store, &event)
                 .await
         };
         let outcome = tokio::time::timeout_at(ctx.deadline, Metered::new(run, meter)).await;
+        crate::metrics::cpu_time(&service.name, spent.spent());
         match outcome {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(e)) => {

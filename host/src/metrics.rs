@@ -1,0 +1,195 @@
+//! Prometheus metrics, through the `metrics` facade and
+//! `metrics-exporter-prometheus`, served at `GET /metrics` on the admin
+//! listener.
+//!
+//! Labels stay bounded: `service`, `topic`, `status` class, `reason`, `op`
+//! and `outcome` take few values. The version a service serves is one gauge,
+//! `bazaar_service_version_info`, set to 1 for the current version and
+//! removed for the version it replaced, so hashes never pile up.
+//!
+//! Alongside, [`Stats`] keeps a small window of recent requests per service
+//! for the dashboard's live request rate, error rate and p95.
+
+mod stats;
+
+pub use stats::{ServiceStats, Stats};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Latency buckets, in seconds: 250 µs to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
+];
+
+/// The process's recorder; installed once, on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .map(PrometheusBuilder::build_recorder);
+        match recorder {
+            Ok(recorder) => {
+                let handle = recorder.handle();
+                // Another recorder set first (in tests) only means this one
+                // renders what it sees; nothing else depends on it.
+                let _ = metrics::set_global_recorder(recorder);
+                handle
+            }
+            Err(e) => {
+                tracing::error!("cannot set up metrics: {e}");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+}
+
+/// The text exposition, with the process's resident memory refreshed.
+pub fn render() -> String {
+    if let Some(bytes) = resident_memory() {
+        gauge!("bazaar_resident_memory_bytes").set(bytes as f64);
+    }
+    handle().render()
+}
+
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// A request answered, for `service` when it was routed.
+pub fn request_served(service: Option<&Arc<str>>, status: u16, elapsed: Duration) {
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let service = service.map_or_else(|| Arc::from("-"), Arc::clone);
+    counter!("bazaar_requests_total", "service" => Arc::clone(&service), "status" => class)
+        .increment(1);
+    histogram!("bazaar_request_duration_seconds", "service" => service)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A request the gateway refused itself, by `reason`.
+pub fn rejected(reason: &'static str) {
+    counter!("bazaar_rejected_requests_total", "reason" => reason).increment(1);
+}
+
+/// Counts an instance of `service` running while it lives.
+pub struct InFlight(Arc<str>);
+
+impl InFlight {
+    /// One more instance of `service`, started in `instantiation`.
+    pub fn start(service: &Arc<str>, instantiation: Option<Duration>) -> Self {
+        gauge!("bazaar_instances_in_flight", "service" => Arc::clone(service)).increment(1.0);
+        if let Some(took) = instantiation {
+            histogram!("bazaar_instantiation_seconds", "service" => Arc::clone(service))
+                .record(took.as_secs_f64());
+        }
+        Self(Arc::clone(service))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!("bazaar_instances_in_flight", "service" => Arc::clone(&self.0)).decrement(1.0);
+    }
+}
+
+/// The CPU time one request of `service` took.
+pub fn cpu_time(service: &Arc<str>, spent: Duration) {
+    histogram!("bazaar_cpu_seconds", "service" => Arc::clone(service)).record(spent.as_secs_f64());
+}
+
+/// A deploy of `service` that succeeded or failed.
+pub fn deploy(service: &str, ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    counter!("bazaar_deploys_total", "service" => service.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A rollback of `service`.
+pub fn rollback(service: &str) {
+    counter!("bazaar_rollbacks_total", "service" => service.to_owned()).increment(1);
+}
+
+/// `service` now serves `version`, in place of `previous`.
+pub fn version_changed(service: &str, version: &str, previous: Option<&str>) {
+    if let Some(previous) = previous.filter(|p| *p != version) {
+        gauge!("bazaar_service_version_info", "service" => service.to_owned(), "version" => crate::loader::short(previous).to_owned()).set(0.0);
+    }
+    gauge!("bazaar_service_version_info", "service" => service.to_owned(), "version" => crate::loader::short(version).to_owned()).set(1.0);
+}
+
+/// A key-value operation of `service`.
+pub fn kv_operation(service: &Arc<str>, op: &'static str, elapsed: Duration) {
+    counter!("bazaar_kv_operations_total", "service" => Arc::clone(service), "op" => op)
+        .increment(1);
+    histogram!("bazaar_kv_duration_seconds", "service" => Arc::clone(service), "op" => op)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Events `service` published to `topic`.
+pub fn published(service: &Arc<str>, topic: &str, count: u64) {
+    counter!("bazaar_events_published_total", "service" => Arc::clone(service), "topic" => topic.to_owned())
+        .increment(count);
+}
+
+/// A delivery to `subscriber` of `topic` that ended with `outcome`.
+pub fn delivery(subscriber: &str, topic: &str, outcome: Delivery) {
+    let name = match outcome {
+        Delivery::Delivered => "bazaar_events_delivered_total",
+        Delivery::Retried => "bazaar_events_retried_total",
+        Delivery::DeadLettered => "bazaar_events_dead_lettered_total",
+    };
+    counter!(name, "subscriber" => subscriber.to_owned(), "topic" => topic.to_owned()).increment(1);
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery {
+    /// The subscriber handled it.
+    Delivered,
+    /// It failed and will be tried again.
+    Retried,
+    /// It failed for the last time.
+    DeadLettered,
+}
+
+/// The backlog of `subscriber` on `topic`.
+pub fn backlog(subscriber: &str, topic: &str, events: u64) {
+    gauge!("bazaar_event_backlog", "subscriber" => subscriber.to_owned(), "topic" => topic.to_owned())
+        .set(events as f64);
+}
+
+/// Counts an open client connection while it lives.
+pub struct OpenConnection;
+
+impl OpenConnection {
+    /// One more open connection.
+    pub fn open() -> Self {
+        gauge!("bazaar_open_connections").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        gauge!("bazaar_open_connections").decrement(1.0);
+    }
+}
