@@ -47,14 +47,24 @@ impl ServiceCalls {
         let admitted = self.admit(caller, ctx, callee);
         let runtime = self.runtime.upgrade();
         let caller = Arc::clone(&caller.name);
+        // Made here, inside the caller's request span: the future below runs
+        // in a task of wasi:http's own, outside it.
+        let span = tracing::info_span!(
+            "call",
+            caller = %caller,
+            callee = %callee,
+            otel.name = %format_args!("call {callee}"),
+            otel.kind = "client",
+        );
         async move {
-            let (slot, child) = admitted?;
+            let (slot, mut child) = admitted?;
             let runtime = runtime.ok_or(Error::DestinationUnavailable)?;
-            let span = tracing::info_span!("call", caller = %caller, callee = %slot.name());
-            Ok(run(&runtime, &slot, child, &caller, request)
-                .instrument(span)
-                .await)
+            if let Some(trace) = crate::telemetry::trace_of(&tracing::Span::current()) {
+                child.trace = trace;
+            }
+            Ok(run(&runtime, &slot, child, &caller, request).await)
         }
+        .instrument(span)
     }
 
     fn admit(

@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     /// Tokens and API keys.
     #[serde(default)]
     pub auth: AuthSection,
+    /// Where traces go, and how logs look.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// The services, by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
@@ -86,6 +89,17 @@ impl Default for GatewaySection {
             max_uri_bytes: 8 * 1024,
         }
     }
+}
+
+/// `[telemetry]`: traces and logs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// An OpenTelemetry collector's OTLP/HTTP base URL; spans are exported
+    /// there when set. `otlp_endpoint = "http://127.0.0.1:4318"`
+    pub otlp_endpoint: Option<String>,
+    /// `text` or `json` log lines (`--log-format` overrides it). `log_format = "json"`
+    pub log_format: Option<crate::telemetry::LogFormat>,
 }
 
 /// `[auth]`: the tokens the gateway verifies and the API keys it accepts.

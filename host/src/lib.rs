@@ -35,6 +35,7 @@
 //! - [`kvstore`]: each service's redb file, with its event outbox.
 //! - [`events`]: the event log, the outbox relay and delivery to subscribers.
 //! - [`metrics`]: Prometheus metrics, and recent figures for the dashboard.
+//! - [`telemetry`]: log lines (text or JSON) and span export over OTLP.
 //! - [`admin`]: the admin API (deploy, rollback, remove, list, events, health,
 //!   metrics, dashboard).
 //! - [`host`]: assembles and starts all of the above.
@@ -76,4 +77,5 @@ pub mod router;
 pub mod runtime;
 pub mod secrets;
 pub mod state;
+pub mod telemetry;
 pub mod watch;

@@ -1,24 +1,27 @@
 //! The `bazaar` binary.
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // Log lines are written by a thread of their own, so a request never
-    // waits on stderr; lines are never dropped (the queue blocks when full).
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(writer)
-        .init();
-    match bazaar::cli::run(bazaar::cli::Cli::parse()).await {
+    let cli = bazaar::cli::Cli::parse();
+    // Only `serve` reads [telemetry]; a file that does not parse is
+    // reported by the command itself, with its line.
+    let section = match &cli.command {
+        bazaar::cli::Command::Serve { .. } => bazaar::config::GatewayConfig::load(&cli.config)
+            .map(|c| c.telemetry)
+            .unwrap_or_default(),
+        _ => bazaar::config::TelemetrySection::default(),
+    };
+    let format = cli.log_format.or(section.log_format).unwrap_or_default();
+    let _telemetry = match bazaar::telemetry::init(format, section.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match bazaar::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -217,3 +217,177 @@ async fn metrics_move_with_traffic_failures_deploys_storage_and_events() {
     assert!(metered["p95_ms"].as_f64().is_some());
     host.stop().await;
 }
+
+/// A local OTLP/HTTP receiver: every span posted to it, as JSON.
+async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&spans);
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = std::sync::Arc::clone(&sink);
+            async move {
+                if let Ok(export) = serde_json::from_slice::<Value>(&body) {
+                    let mut spans = sink.lock().unwrap();
+                    for resource in export["resourceSpans"].as_array().into_iter().flatten() {
+                        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                            spans.extend(scope["spans"].as_array().into_iter().flatten().cloned());
+                        }
+                    }
+                }
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_one_trace_from_the_client_through_calls_to_the_notification() {
+    let (collector, spans) = otlp_receiver().await;
+    let dir = support::temp_dir();
+    let config = support::binary_config(&dir, crate::retailer::RETAILER);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[telemetry]\notlp_endpoint = \"{collector}\"\n"),
+    )
+    .unwrap();
+    let host = support::BinaryHost::spawn(&config, &dir.join("trace.log"));
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", host.url);
+
+    let email = "tracy@example.com";
+    let user: Value = http
+        .post(url("/api/users"))
+        .json(&serde_json::json!({ "username": "tracy", "email": email, "password": "correct horse" }))
+        .send().await.unwrap().json().await.unwrap();
+    let login: Value = http
+        .post(url("/api/users/login"))
+        .json(&serde_json::json!({ "email": email, "password": "correct horse" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap();
+    let admin: Value = http
+        .post(format!("{}/auth/tokens", host.admin_url))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "subject": "ops", "roles": ["admin"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin = admin["token"].as_str().unwrap();
+    let product: Value = http
+        .post(url("/api/products"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "name": "Mug", "price_cents": 1299, "currency": "USD" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product = product["id"].as_str().unwrap();
+    let stocked = http
+        .put(url(&format!("/api/inventory/{product}")))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "quantity": 5 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stocked.status(), 200);
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let order = http
+        .post(url("/api/orders"))
+        .bearer_auth(token)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({ "user_id": user["id"], "items": [{ "product_id": product, "quantity": 1 }], "card": "4242424242424242" }))
+        .send().await.unwrap();
+    assert_eq!(order.status(), 201);
+
+    let names = support::eventually(
+        std::time::Duration::from_secs(30),
+        "the trace's spans",
+        || async {
+            let names: Vec<String> = spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| {
+                    s["traceId"]
+                        .as_str()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(trace_id))
+                })
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect();
+            let wanted = [
+                "POST /api/orders",
+                "call inventory",
+                "call payments",
+                "deliver order-placed to notifications",
+            ];
+            wanted
+                .iter()
+                .all(|w| names.iter().any(|n| n == w))
+                .then_some(names)
+        },
+    )
+    .await;
+    let client_span = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "POST /api/orders")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        client_span["parentSpanId"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("00f067aa0ba902b7"),
+        "the request continues the client's span: {names:?}"
+    );
+    host.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_can_be_json() {
+    let dir = support::temp_dir();
+    let config = support::binary_config(&dir, support::STANDARD_SERVICES);
+    let host =
+        support::BinaryHost::spawn_with(&config, &dir.join("json.log"), &["--log-format", "json"]);
+    let answer = reqwest::Client::new()
+        .get(format!("{}/alpha/path/x", host.url))
+        .header("x-request-id", "json-log-request")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let line = support::eventually(
+        std::time::Duration::from_secs(10),
+        "the access line",
+        || async {
+            host.log_text()
+                .lines()
+                .find(|l| l.contains("json-log-request") && l.contains("served"))
+                .map(str::to_owned)
+        },
+    )
+    .await;
+    host.kill();
+    let entry: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(entry["fields"]["status"], 200, "{entry}");
+    assert_eq!(entry["span"]["request_id"], "json-log-request", "{entry}");
+}

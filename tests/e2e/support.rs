@@ -373,9 +373,19 @@ impl BinaryHost {
         Self::start(config, log, false)
     }
 
+    /// Like [`Self::spawn`], with `args` before `serve` (e.g. `--log-format json`).
+    pub fn spawn_with(config: &Path, log: &Path, args: &[&str]) -> Self {
+        Self::start_with_args(config, log, true, args)
+    }
+
     fn start(config: &Path, log: &Path, wait_for_services: bool) -> Self {
+        Self::start_with_args(config, log, wait_for_services, &[])
+    }
+
+    fn start_with_args(config: &Path, log: &Path, wait_for_services: bool, args: &[&str]) -> Self {
         use std::io::BufRead as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
+            .args(args)
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")

@@ -24,6 +24,9 @@ pub struct Cli {
     /// The gateway file.
     #[arg(long, short, global = true, default_value = "gateway.toml")]
     pub config: PathBuf,
+    /// Log lines as `text` or `json` (default: `[telemetry] log_format`, else text).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<crate::telemetry::LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

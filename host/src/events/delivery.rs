@@ -235,13 +235,10 @@ impl Delivery {
         event: &StoredEvent,
         attempt: u32,
     ) -> Result<Result<(), String>, RuntimeError> {
-        let trace = event
-            .traceparent
-            .as_deref()
-            .and_then(TraceContext::parse)
-            .map_or_else(TraceContext::new_root, |t| t.child());
+        let parent = event.traceparent.as_deref().and_then(TraceContext::parse);
         let id = event.request_id.clone().unwrap_or_else(|| event.id.clone());
         let deadline = tokio::time::Instant::now() + slot.context.limits.timeout;
+        let trace = parent.map_or_else(TraceContext::new_root, |t| t.child());
         let ctx = RequestContext::new(id.into(), deadline, trace).enter(&slot.context.name);
         let guest = GuestEvent {
             id: event.id.clone(),
@@ -255,9 +252,20 @@ impl Delivery {
             "deliver",
             request_id = %ctx.id,
             event_id = %event.id,
+            topic = %event.topic,
             attempt,
             version = version.short_version(),
+            otel.name = %format_args!("deliver {} to {}", event.topic, slot.name()),
+            otel.kind = "consumer",
         );
+        // The delivery continues the trace of the request that published.
+        let mut ctx = ctx;
+        if let Some(parent) = &parent {
+            crate::telemetry::continue_trace(&span, parent);
+            if let Some(trace) = crate::telemetry::trace_of(&span) {
+                ctx.trace = trace;
+            }
+        }
         self.runtime
             .handle_event(ctx, &slot.context, version, guest)
             .instrument(span)

@@ -127,6 +127,7 @@ async fn forward(
     let span = tracing::Span::current();
     span.record("service", tracing::field::display(slot.name()));
     span.record("route", tracing::field::display(pattern));
+    crate::telemetry::rename(&span, format!("{} {pattern}", request.method()));
     let policy = &slot.context.policy;
     let origin = header_text(request.headers(), header::ORIGIN).map(str::to_owned);
     if let Some(preflight) = preflight(policy, pattern, &request, origin.as_deref())? {
@@ -161,13 +162,23 @@ async fn forward(
         return Err(GatewayError::TooLarge(max));
     }
 
-    let trace = header_text(request.headers(), TRACEPARENT_HEADER)
-        .and_then(TraceContext::parse)
-        .unwrap_or_else(TraceContext::new_root);
     let timeout = decision.timeout.unwrap_or(slot.context.limits.timeout);
-    let ctx = RequestContext::new(id, started + timeout, trace)
-        .enter(&slot.context.name)
-        .with_identity(identity);
+    let ctx = match crate::telemetry::trace_of(&span) {
+        // Exported: the request's own span is what guests and callees continue.
+        Some(trace) => {
+            let mut ctx =
+                RequestContext::new(id, started + timeout, trace).enter(&slot.context.name);
+            ctx.trace = trace;
+            ctx
+        }
+        None => {
+            let trace = header_text(request.headers(), TRACEPARENT_HEADER)
+                .and_then(TraceContext::parse)
+                .unwrap_or_else(TraceContext::new_root);
+            RequestContext::new(id, started + timeout, trace).enter(&slot.context.name)
+        }
+    }
+    .with_identity(identity);
     set_host_headers(request.headers_mut(), &ctx);
     let (request, over_limit) = body::limit(request, max);
 
@@ -319,7 +330,16 @@ async fn access_log(
         service = tracing::field::Empty,
         route = tracing::field::Empty,
         version = tracing::field::Empty,
+        status = tracing::field::Empty,
+        otel.name = %request.method(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
     );
+    if let Some(parent) =
+        header_text(request.headers(), TRACEPARENT_HEADER).and_then(TraceContext::parse)
+    {
+        crate::telemetry::continue_trace(&span, &parent);
+    }
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();

@@ -1,0 +1,141 @@
+//! Logs and traces of the `bazaar` binary.
+//!
+//! Logs go to stderr as human text or JSON lines (`--log-format`), written
+//! by a thread of their own so a request never waits on them. When
+//! `[telemetry] otlp_endpoint` is set, every span is also exported over
+//! OTLP/HTTP (JSON) to an OpenTelemetry collector: a request is a span
+//! continuing the client's W3C `traceparent`; service calls and event
+//! deliveries are its children, in the same trace.
+
+use crate::context::TraceContext;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Keeps the log writer and the span exporter running; dropping it
+/// flushes both.
+pub struct TelemetryGuard {
+    _logs: tracing_appender::non_blocking::WorkerGuard,
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("warning: could not flush the last spans: {e}");
+        }
+    }
+}
+
+/// Sets up logging (and span export, with `otlp_endpoint`, e.g.
+/// `http://127.0.0.1:4318`) for this process.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
+    // Lines are never dropped: the queue blocks when full.
+    let (writer, logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (text, json) = match format {
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(writer),
+            ),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(tracing_subscriber::fmt::layer().json().with_writer(writer)),
+        ),
+    };
+    let traces = otlp_endpoint.map(tracer_provider).transpose()?;
+    let otel = traces
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("bazaar")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(otel)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    if let Some(endpoint) = otlp_endpoint {
+        tracing::info!(%endpoint, "exporting spans over OTLP/HTTP");
+    }
+    Ok(TelemetryGuard {
+        _logs: logs,
+        traces,
+    })
+}
+
+fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpJson)
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot set up the OTLP exporter for {endpoint}: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("bazaar")
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Makes `span` continue the trace of `parent`, when spans are exported.
+/// Call it before anything else uses the span.
+pub fn continue_trace(span: &tracing::Span, parent: &TraceContext) {
+    let remote = SpanContext::new(
+        TraceId::from_bytes(parent.trace_id),
+        SpanId::from_bytes(parent.span_id),
+        TraceFlags::new(parent.flags),
+        true,
+        TraceState::default(),
+    );
+    let context = opentelemetry::Context::new().with_remote_span_context(remote);
+    // Without an exporter there is nothing to attach to; that is fine.
+    let _ = span.set_parent(context);
+}
+
+/// The W3C trace context of `span` as exported, so what travels to guests
+/// and callees names the exported span; `None` when spans are not exported.
+pub fn trace_of(span: &tracing::Span) -> Option<TraceContext> {
+    let context = span.context();
+    let exported = context.span();
+    let span_context = exported.span_context();
+    span_context.is_valid().then(|| TraceContext {
+        trace_id: span_context.trace_id().to_bytes(),
+        span_id: span_context.span_id().to_bytes(),
+        flags: span_context.trace_flags().to_u8(),
+    })
+}
+
+/// Names `span` as exported, e.g. `POST /api/orders` once the route is
+/// known (the name given at creation is fixed once the span has started).
+pub fn rename(span: &tracing::Span, name: String) {
+    span.context().span().update_name(name);
+}
