@@ -1,6 +1,8 @@
-//! The admin API: deploy, rollback, add and remove services, watch events.
-//! It has its own listener so it can stay on loopback while the gateway
-//! faces clients, and every route requires the bearer token.
+//! The admin API: deploy, rollback, add and remove services, watch events,
+//! metrics, and a dashboard. It has its own listener so it can stay on
+//! loopback while the gateway faces clients. Every API route requires the
+//! bearer token; the dashboard's page and scripts do not (they hold no data,
+//! and ask for the token, which they send with every call).
 //!
 //! | method | path | what |
 //! | --- | --- | --- |
@@ -16,7 +18,9 @@
 //! | GET | `/healthz` | `ok`, or `degraded` with the failed services |
 //! | GET | `/metrics` | Prometheus text format |
 //! | GET | `/stats` | recent request rate, error rate and p95 per service (JSON) |
+//! | GET | `/dashboard` | the dashboard (no token for the page itself) |
 
+mod dashboard;
 mod events;
 mod services;
 pub mod token;
@@ -81,6 +85,9 @@ pub fn app(state: Arc<AdminState>) -> Router {
             Arc::clone(&state),
             require_token,
         ))
+        // After the token check, so outside it: the page and its script
+        // hold no data; every call they make sends the token.
+        .merge(dashboard::routes())
         .with_state(state)
 }
 
