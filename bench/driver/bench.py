@@ -1,0 +1,141 @@
+"""Runs the benchmark: load cases, memory, hot swap, start-up; prints the
+table and writes bench/results/. Started by ./scripts/bench, which installs
+and builds everything first; see its header for the options."""
+
+import argparse
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+import time
+import tomllib
+import types
+
+import cases
+import lifecycle
+import report
+from load import LoadRunner
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SECTIONS = ["load", "memory", "swap", "startup"]
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    p.add_argument("--smoke", action="store_true", help="seconds per case, no wasmtime serve")
+    p.add_argument("--release", action="store_true", help="use the release host build")
+    p.add_argument("--seconds", type=int, help="length of each load run (10; smoke 1)")
+    p.add_argument("--warmup", type=int, help="discarded run before each (2; smoke 0)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--connections", default="1,16,64",
+                   help="connection counts (1,16,64; 1 gives the instantiation estimate)")
+    p.add_argument("--extra-services", type=int, help="services added for the memory slope")
+    p.add_argument("--warm-option", default="instance_reuse = 1000",
+                   help="the TOML line that turns warm instances on for a service")
+    p.add_argument("--no-warm", action="store_true", help="skip the warm-instance cases")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help="sections to run: " + ",".join(SECTIONS))
+    p.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def context(args):
+    profile = "release" if args.release else "debug"
+    components = os.path.join(REPO, "components", "target")
+    wasmtime = os.path.join(REPO, "bench", ".tools", "bin", "wasmtime")
+    py = os.path.join(components, "py-hello.wasm")
+    ctx = types.SimpleNamespace(
+        repo=REPO,
+        smoke=args.smoke,
+        profile=profile,
+        bazaar=os.path.join(REPO, "target", profile, "bazaar"),
+        native=os.path.join(REPO, "target", profile, "native-hello"),
+        hello=os.path.join(components, "wasm32-wasip2", "release", "hello.wasm"),
+        testbed=os.path.join(components, "wasm32-wasip2", "release", "testbed.wasm"),
+        py=py if os.path.exists(py) else None,
+        wasmtime=None,
+        wasmtime_reason=None,
+        # Compiled code of the load hosts survives between runs; start-up
+        # and uncached hot swap measure compilation on purpose, elsewhere.
+        cache_dir=os.path.join(REPO, "bench", ".cache", "code"),
+        workdir=tempfile.mkdtemp(prefix="bazaar-bench-"),
+        runner=LoadRunner(
+            [int(c) for c in args.connections.split(",")],
+            args.seconds or (1 if args.smoke else 10),
+            args.warmup if args.warmup is not None else (0 if args.smoke else 2),
+            args.threads,
+        ),
+        extra_services=args.extra_services or (3 if args.smoke else 50),
+        warm_starts=1 if args.smoke else 3,
+        warm_option_text=None if args.no_warm else args.warm_option,
+        warm_option=None if args.no_warm else tomllib.loads(args.warm_option),
+        log=lambda text: print(text, file=sys.stderr, flush=True),
+    )
+    if args.smoke:
+        ctx.wasmtime_reason = "smoke mode skips wasmtime serve (a 12-minute install)"
+    elif not os.path.exists(wasmtime):
+        ctx.wasmtime_reason = f"{wasmtime} not installed"
+    else:
+        ctx.wasmtime = wasmtime
+    for path in (ctx.bazaar, ctx.native, ctx.hello, ctx.testbed):
+        if not os.path.exists(path):
+            sys.exit(f"bench: {path} is missing; run ./scripts/bench, which builds it")
+    return ctx
+
+
+def main(argv):
+    args = parse_args(argv)
+    ctx = context(args)
+    only = set(args.only.split(","))
+    started = time.monotonic()
+    ctx.log(f"bench: work files in {ctx.workdir}")
+    result = {
+        "run": {
+            "mode": "smoke" if args.smoke else "full",
+            "profile": ctx.profile,
+            "load_generator": report.tool_version(["wrk", "--version"]),
+            "wasmtime": report.tool_version([ctx.wasmtime, "--version"]) if ctx.wasmtime else None,
+            "wrk_threads": args.threads,
+            "seconds": ctx.runner.seconds,
+            "warmup_seconds": ctx.runner.warmup,
+            "connections": ctx.runner.connections,
+            "warm_option": ctx.warm_option_text,
+        },
+        "machine": report.machine(),
+        "load": [],
+        "notes": [],
+    }
+    if "load" in only:
+        ctx.log("load cases")
+        result["load"] = cases.run_all(ctx)
+        result["instantiation"] = cases.instantiation(result["load"])
+    if "memory" in only:
+        result["memory"] = lifecycle.memory(ctx)
+    if "swap" in only:
+        result["hot_swap"] = lifecycle.hot_swap(ctx)
+    if "startup" in only:
+        result["startup"] = lifecycle.startup(ctx)
+    if args.smoke:
+        result["notes"].append("smoke run: figures only show that every case works")
+    result["run"]["seconds_total"] = round(time.monotonic() - started, 1)
+    result["run"]["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    print(report.render(result))
+    path = report.write(result, os.path.join(REPO, "bench", "results"))
+    ctx.log(f"bench: wrote {path} and bench/results/latest.json"
+            f" in {result['run']['seconds_total']} s")
+    # A failed case or a non-2xx answer means a case is broken, not slow:
+    # the smoke run in CI fails on it.
+    failed = [c["key"] for c in result["load"] if c["status"] == "failed"
+              or any(r["non_2xx"] for r in c["runs"])]
+    if failed:
+        ctx.log(f"bench: cases failed or answered non-2xx: {', '.join(failed)};"
+                f" logs kept in {ctx.workdir}")
+        return 1
+    shutil.rmtree(ctx.workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,182 @@
+"""The load cases (a)-(f): which server, which component, which request."""
+
+import copy
+
+from hosts import Bazaar, Native, WasmtimeServe
+from load import LoadError
+from procs import Client, StartError
+
+# `wasmtime serve` flag sets, as issue 12 names them. Every run adds
+# `-S cli=y`: the components import wasi:cli (environment, stdio), which
+# `serve` links only when asked, while Bazaar always provides it.
+TUNED = ["-O", "pooling-allocator=y", "-O", "pooling-pagemap-scan=y",
+         "-O", "pooling-memory-keep-resident=1048576"]
+REUSE = ["--max-instance-reuse-count", "1000"]
+
+KV_PATH = "/tb/kv/bench/key-1"
+KV_VALUE = "x" * 64
+
+
+def case(key, label, status="ok", reason=None, runs=None):
+    return {"key": key, "label": label, "status": status, "reason": reason, "runs": runs or []}
+
+
+def gateway_services(ctx, extra):
+    """hello, the testbed (key-value) and py-hello when built; `extra` (a
+    dict, e.g. the warm-instance option) is added to the hello-like ones."""
+    services = {
+        "hello": {"component": ctx.hello, "routes": ["/hello", "/hello/{*rest}"], **extra},
+        "tb": {"component": ctx.testbed, "routes": ["/tb/{*rest}"]},
+    }
+    if ctx.py:
+        services["py"] = {"component": ctx.py, "routes": ["/py", "/py/{*rest}"], **extra}
+    return services
+
+
+def measured(ctx, key, label, url, method=None, body=None):
+    ctx.log(f"  ({key}) {label}")
+    try:
+        return case(key, label, runs=ctx.runner.measure(url, method, body, ctx.log))
+    except LoadError as e:
+        return case(key, label, "failed", str(e))
+
+
+def native_cases(ctx):
+    server = Native(ctx.native, ctx.workdir)
+    try:
+        return [measured(ctx, "a", "native axum (ceiling)", server.url + "/hello")]
+    finally:
+        server.stop()
+
+
+def bazaar_fresh_cases(ctx):
+    host = Bazaar(ctx.bazaar, ctx.workdir, "gateway", gateway_services(ctx, {}), ctx.cache_dir)
+    try:
+        host.wait_services()
+        status, _, _ = Client(host.url).request("PUT", KV_PATH, body=KV_VALUE)
+        assert status == 204, f"priming the key-value route answered {status}"
+        results = [
+            measured(ctx, "b", "Bazaar hello, fresh instances", host.url + "/hello"),
+            measured(ctx, "e-read", "Bazaar key-value read", host.url + KV_PATH),
+            measured(ctx, "e-write", "Bazaar key-value write", host.url + KV_PATH,
+                     "PUT", KV_VALUE),
+        ]
+        if ctx.py:
+            results.append(measured(ctx, "f-bazaar-fresh", "Bazaar Python, fresh instances",
+                                    host.url + "/py"))
+        return results
+    finally:
+        host.stop()
+
+
+def bazaar_warm_cases(ctx):
+    """(c) and Python warm: the option issue 12 point 2 adds. A host that
+    refuses it (an unknown field fails the start) marks them not available."""
+    labels = [("c", "Bazaar hello, warm instances", "/hello")]
+    if ctx.py:
+        labels.append(("f-bazaar-warm", "Bazaar Python, warm instances", "/py"))
+    if ctx.warm_option is None:
+        return [case(k, label, "skipped", "--no-warm given") for k, label, _ in labels]
+    services = gateway_services(ctx, copy.deepcopy(ctx.warm_option))
+    try:
+        host = Bazaar(ctx.bazaar, ctx.workdir, "warm", services, ctx.cache_dir)
+    except StartError as e:
+        reason = f"the host refused {ctx.warm_option_text!r}: {str(e).splitlines()[-1]}"
+        ctx.log(f"  (c) not available: {reason}")
+        return [case(k, label, "not available", reason) for k, label, _ in labels]
+    try:
+        host.wait_services()
+        return [measured(ctx, k, label, host.url + path) for k, label, path in labels]
+    finally:
+        host.stop()
+
+
+def wasmtime_cases(ctx):
+    plan = [
+        ("d-default", "wasmtime serve hello, defaults", ctx.hello, []),
+        ("d-tuned", "wasmtime serve hello, tuned", ctx.hello, TUNED),
+        ("d-reuse", "wasmtime serve hello, reuse 1000", ctx.hello, REUSE),
+    ]
+    if ctx.py:
+        plan += [
+            ("f-wasmtime-fresh", "wasmtime serve Python, defaults", ctx.py, []),
+            ("f-wasmtime-reuse", "wasmtime serve Python, reuse 1000", ctx.py, REUSE),
+        ]
+    if ctx.wasmtime is None:
+        return [case(k, label, "skipped", ctx.wasmtime_reason) for k, label, _, _ in plan]
+    results = []
+    for key, label, component, flags in plan:
+        try:
+            flags = ["-S", "cli=y", *flags]
+            server = WasmtimeServe(ctx.wasmtime, ctx.workdir, key, component, flags)
+        except StartError as e:
+            results.append(case(key, label, "failed", str(e)))
+            continue
+        try:
+            results.append(measured(ctx, key, label, server.url + "/hello"))
+        finally:
+            server.stop()
+    return results
+
+
+def python_missing(ctx):
+    if ctx.py:
+        return []
+    reason = "py-hello.wasm not built (no python3 with pip?)"
+    return [case(k, label, "skipped", reason) for k, label in [
+        ("f-bazaar-fresh", "Bazaar Python, fresh instances"),
+        ("f-bazaar-warm", "Bazaar Python, warm instances"),
+        ("f-wasmtime-fresh", "wasmtime serve Python, defaults"),
+        ("f-wasmtime-reuse", "wasmtime serve Python, reuse 1000"),
+    ]]
+
+
+ORDER = ["a", "b", "c", "d-default", "d-tuned", "d-reuse", "e-read", "e-write",
+         "f-bazaar-fresh", "f-bazaar-warm", "f-wasmtime-fresh", "f-wasmtime-reuse"]
+
+
+def run_all(ctx):
+    results = []
+    for group in (native_cases, bazaar_fresh_cases, bazaar_warm_cases, wasmtime_cases,
+                  python_missing):
+        results += group(ctx)
+    results.sort(key=lambda c: ORDER.index(c["key"]))
+    add_ratios(results)
+    return results
+
+
+# (host, fresh case, warm case) for the instantiation estimate.
+PAIRS = [
+    ("Bazaar hello", "b", "c"),
+    ("wasmtime serve hello", "d-default", "d-reuse"),
+    ("Bazaar Python", "f-bazaar-fresh", "f-bazaar-warm"),
+    ("wasmtime serve Python", "f-wasmtime-fresh", "f-wasmtime-reuse"),
+]
+
+
+def instantiation(results):
+    """Per-request instantiation (and teardown) time, estimated as the
+    1-connection p50 of fresh instances minus that of warm ones: with one
+    request at a time nothing else is on the request's path."""
+    one = {c["key"]: r for c in results for r in c["runs"] if r["connections"] == 1}
+    estimates = []
+    for host, fresh, warm in PAIRS:
+        if fresh in one and warm in one:
+            estimates.append({"host": host, "fresh_case": fresh, "warm_case": warm,
+                              "ms": round(one[fresh]["p50_ms"] - one[warm]["p50_ms"], 3)})
+    return estimates
+
+
+def add_ratios(results):
+    """Each figure beside its ratio to (a) native and (d) `wasmtime serve`
+    defaults at the same connection count: throughput as x times theirs,
+    latency as x times theirs (below 1 is better for latency)."""
+    by_key = {c["key"]: c for c in results}
+    for base_key, name in (("a", "native"), ("d-default", "wasmtime")):
+        base = {r["connections"]: r for r in by_key.get(base_key, {}).get("runs", [])}
+        for c in results:
+            for run in c["runs"]:
+                ref = base.get(run["connections"])
+                for metric in ("rps", "p50_ms", "p99_ms"):
+                    ok = ref is not None and ref[metric] > 0
+                    run[f"{metric}_vs_{name}"] = round(run[metric] / ref[metric], 3) if ok else None

@@ -1,0 +1,184 @@
+"""What is not a load run: resident memory, hot-swap time, start-up time."""
+
+import json
+import os
+import shutil
+import statistics
+import threading
+import time
+import uuid
+
+from hosts import ADMIN_TOKEN, Bazaar, demo_services
+from load import RssSampler, wrk
+from procs import Client
+
+
+def with_custom_section(data, label):
+    """`data` with a custom section appended: same behaviour, new content
+    hash, so the host has never compiled it (as tests/e2e/support.rs does)."""
+    def leb(n):
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    name = b"bazaar-bench"
+    payload = leb(len(name)) + name + label.encode()
+    return data + b"\x00" + leb(len(payload)) + payload
+
+
+def memory(ctx):
+    """VmRSS of a host serving hello: idle, the peak under 64-connection
+    load, and the slope per service added live with `bazaar deploy`."""
+    ctx.log("  memory")
+    services = {"hello": {"component": ctx.hello, "routes": ["/hello", "/hello/{*rest}"]}}
+    host = Bazaar(ctx.bazaar, ctx.workdir, "memory", services, ctx.cache_dir)
+    try:
+        host.wait_services()
+        time.sleep(1)
+        idle = host.server.rss_kib()
+        sampler = RssSampler(host.server)
+        wrk(host.url + "/hello", 64, ctx.runner.seconds, ctx.runner.threads)
+        loaded = sampler.stop()
+        time.sleep(1)
+        after = host.server.rss_kib()
+        points = [(0, after)]
+        client = Client(host.url)
+        for i in range(1, ctx.extra_services + 1):
+            name = f"extra{i}"
+            host.deploy_cli(name, ctx.hello, f"/{name}/{{*rest}}")
+            status, head, _ = client.request("GET", f"/{name}/x")
+            assert head.get("x-bazaar-service") == name, f"{name} answered {status}"
+            if i % max(1, ctx.extra_services // 5) == 0 or i == ctx.extra_services:
+                time.sleep(0.5)
+                points.append((i, host.server.rss_kib()))
+        client.close()
+    finally:
+        host.stop()
+    # Least squares over (services added, RSS): the cost of one more service.
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    mib = lambda kib: round(kib / 1024, 2)  # noqa: E731
+    result = {
+        "idle_mib": mib(idle), "under_load_peak_mib": mib(loaded),
+        "after_load_mib": mib(after), "per_extra_service_mib": round(slope / 1024, 3),
+        "extra_services": ctx.extra_services,
+        "points": [{"extra_services": x, "rss_mib": mib(y)} for x, y in points],
+    }
+    ctx.log(f"    idle {result['idle_mib']:.1f} MiB, under load {result['under_load_peak_mib']:.1f}"
+            f" MiB, {result['per_extra_service_mib']:.2f} MiB per extra service")
+    return result
+
+
+class VersionPoller:
+    """GETs a path in a tight keep-alive loop, noting when each
+    x-bazaar-version was first seen."""
+
+    def __init__(self, base, path):
+        self.client, self.path = Client(base), path
+        self.first_seen, self.stop_flag = {}, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                _, head, _ = self.client.request("GET", self.path)
+            except OSError:
+                continue
+            self.first_seen.setdefault(head.get("x-bazaar-version", ""), time.monotonic())
+
+    def seen(self, version, timeout=120):
+        """When a response first carried `version` (the header may be a prefix)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for header, at in list(self.first_seen.items()):
+                if header and version.startswith(header):
+                    return at
+            time.sleep(0.001)
+        raise TimeoutError(f"no response from version {version[:12]} in {timeout}s")
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join()
+        self.client.close()
+
+
+def swap_once(host, service, data, path):
+    """Deploys `data` while polling; (ms to the first new response, ms of the call)."""
+    poller = VersionPoller(host.url, path)
+    try:
+        time.sleep(0.2)  # the poller is in its loop before the clock starts
+        admin = Client(host.admin_url, timeout=600)
+        start = time.monotonic()
+        status, _, body = admin.request("PUT", f"/services/{service}", body=data,
+                                        headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        returned = time.monotonic()
+        admin.close()
+        assert status == 200, f"deploy answered {status}: {body[:300]!r}"
+        version = json.loads(body)["version"]
+        first = poller.seen(version)
+    finally:
+        poller.stop()
+    return (first - start) * 1000, (returned - start) * 1000
+
+
+def hot_swap(ctx):
+    """Deploy call to first response from the new version, for each component:
+    uncached (a content hash never compiled) then cached (the original
+    again, compiled at start-up and found in the code cache)."""
+    # The 20 MB Python component compiles for seconds uncached: not in smoke runs.
+    components = [("hello", ctx.hello)]
+    if ctx.py and not ctx.smoke:
+        components.append(("py-hello", ctx.py))
+    services = {f"swap-{n}": {"component": p, "routes": [f"/swap-{n}/{{*rest}}"]}
+                for n, p in components}
+    host = Bazaar(ctx.bazaar, ctx.workdir, "swap", services, ctx.cache_dir)
+    results = []
+    try:
+        host.wait_services()
+        for name, path in components:
+            with open(path, "rb") as f:
+                original = f.read()
+            fresh = with_custom_section(original, f"bench-{uuid.uuid4().hex}")
+            entry = {"component": name, "bytes": len(original)}
+            for kind, data in (("uncached", fresh), ("cached", original)):
+                first, call = swap_once(host, f"swap-{name}", data, f"/swap-{name}/x")
+                entry[f"{kind}_ms"], entry[f"{kind}_call_ms"] = round(first, 1), round(call, 1)
+            ctx.log(f"  hot swap {name} ({len(original) / 1e6:.1f} MB): uncached "
+                    f"{entry['uncached_ms']:.0f} ms, cached {entry['cached_ms']:.0f} ms")
+            results.append(entry)
+    finally:
+        host.stop()
+    return results
+
+
+def startup(ctx):
+    """The demo's six services: spawn to listener up and to every service
+    answering; cold (empty code cache) then warm (cache kept), each with a
+    fresh data directory so only the code cache differs."""
+    services = demo_services(ctx.repo)
+    cache = os.path.join(ctx.workdir, "demo-cache")
+    runs = {"cold": [], "warm": []}
+    for i, kind in enumerate(["cold"] + ["warm"] * ctx.warm_starts):
+        host = Bazaar(ctx.bazaar, ctx.workdir, f"demo-{i}", services, cache)
+        try:
+            ready = host.wait_services()
+            runs[kind].append({"listening_ms": round(host.listening_s * 1000, 1),
+                               "ready_ms": round(ready * 1000, 1)})
+        finally:
+            host.stop()
+        shutil.rmtree(os.path.join(ctx.workdir, f"demo-{i}-data"), ignore_errors=True)
+    result = {"services": len(services)}
+    for kind, values in runs.items():
+        result[kind] = {
+            "listening_ms": statistics.median(r["listening_ms"] for r in values),
+            "ready_ms": statistics.median(r["ready_ms"] for r in values),
+            "runs": len(values),
+        }
+        ctx.log(f"  start-up {kind}: listening {result[kind]['listening_ms']:.0f} ms,"
+                f" all answering {result[kind]['ready_ms']:.0f} ms (median of {len(values)})")
+    return result

@@ -1,0 +1,92 @@
+"""Load runs with wrk: bounded in time and connections, figures read from
+the JSON line `report.lua` prints."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+
+REPORT_LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.lua")
+
+
+class LoadError(Exception):
+    """wrk failed or printed no figures."""
+
+
+def wrk(url, connections, seconds, threads, method=None, body=None):
+    """One wrk run; the figures as a dict (latencies in ms)."""
+    env = dict(os.environ)
+    if method:
+        env["BENCH_METHOD"] = method
+    if body is not None:
+        env["BENCH_BODY"] = body
+    argv = [
+        "wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s",
+        "--timeout", "5s", "-s", REPORT_LUA, url,
+    ]
+    try:
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=seconds + 60
+        )
+    except subprocess.TimeoutExpired as e:
+        raise LoadError(f"wrk did not finish: {e}") from e
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            raw = json.loads(line[len("BENCH-RESULT "):])
+            errors = sum(raw[k] for k in (
+                "connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+            return {
+                "connections": connections,
+                "requests": raw["requests"],
+                "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+                "p50_ms": raw["p50_us"] / 1000,
+                "p99_ms": raw["p99_us"] / 1000,
+                "max_ms": raw["max_us"] / 1000,
+                "errors": errors,
+                "non_2xx": raw["status_errors"],
+            }
+    raise LoadError(f"wrk printed no figures (exit {done.returncode}): {done.stderr.strip()}")
+
+
+class RssSampler:
+    """Samples a process's VmRSS every 100 ms in a thread; keeps the max."""
+
+    def __init__(self, server):
+        self.server, self.max_kib = server, 0
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            try:
+                self.max_kib = max(self.max_kib, self.server.rss_kib())
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join()
+        return self.max_kib
+
+
+class LoadRunner:
+    """Runs each case at every connection count, after a warm-up run."""
+
+    def __init__(self, connections, seconds, warmup, threads):
+        self.connections, self.seconds = connections, seconds
+        self.warmup, self.threads = warmup, threads
+
+    def measure(self, url, method=None, body=None, log=print):
+        runs = []
+        for conns in self.connections:
+            if self.warmup:
+                # Discarded: lets pools, caches and the JIT-free paths settle.
+                wrk(url, conns, self.warmup, self.threads, method, body)
+            run = wrk(url, conns, self.seconds, self.threads, method, body)
+            log(f"    {conns:>3} conns: {run['rps']:>9.0f} req/s  p50 {run['p50_ms']:.2f} ms"
+                f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}")
+            runs.append(run)
+        return runs

@@ -1,0 +1,112 @@
+"""The machine, the table on stdout, and the JSON under bench/results/."""
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "ram_gib": round(mem_kib / 1024 / 1024, 1),
+        "os": platform.platform(terse=True),
+    }
+
+
+def tool_version(argv):
+    """The first line of `argv`'s output, less any copyright notice."""
+    if not shutil.which(argv[0]) and not os.path.exists(argv[0]):
+        return None
+    done = subprocess.run(argv, capture_output=True, text=True)
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0].split(" Copyright")[0] if text else None
+
+
+def ratio(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def load_table(cases):
+    head = (f"{'case':<52} {'conns':>5} {'req/s':>9} {'xa':>7} {'xd':>7} "
+            f"{'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}")
+    lines = [head, "-" * len(head)]
+    for c in cases:
+        label = f"({c['key']}) {c['label']}"
+        if c["status"] != "ok" or not c["runs"]:
+            reason = c["reason"] if len(c["reason"]) < 100 else c["reason"][:97] + "..."
+            lines.append(f"{label:<52} {c['status']}: {reason}")
+            continue
+        for run in c["runs"]:
+            lines.append(
+                f"{label:<52} {run['connections']:>5} {run['rps']:>9.0f} "
+                f"{ratio(run['rps_vs_native']):>7} {ratio(run['rps_vs_wasmtime']):>7} "
+                f"{run['p50_ms']:>7.2f} {ratio(run['p50_ms_vs_native']):>7} "
+                f"{ratio(run['p50_ms_vs_wasmtime']):>7} {run['p99_ms']:>7.2f} "
+                f"{ratio(run['p99_ms_vs_native']):>7} {ratio(run['p99_ms_vs_wasmtime']):>7} "
+                f"{run['errors']:>6}")
+            label = ""
+    return "\n".join(lines)
+
+
+def render(result):
+    m, r = result["machine"], result["run"]
+    out = [
+        f"Bazaar benchmark, {r['mode']} run, host built with the `{r['profile']}` profile,"
+        f" {r['finished']}",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
+        f"load: {r['load_generator']}, {r['wrk_threads']} thread(s), {r['seconds']} s per run"
+        f" after {r['warmup_seconds']} s warm-up, loopback",
+        "xa = ratio to (a) native axum, xd = ratio to (d) wasmtime serve defaults"
+        " (same connections; for latency below 1x is faster)",
+        "",
+        load_table(result["load"]),
+        "",
+    ]
+    for e in result.get("instantiation") or []:
+        out.append(
+            f"instantiation per request, {e['host']}: {e['ms']:.2f} ms"
+            f" (1-connection p50, ({e['fresh_case']}) minus ({e['warm_case']}))")
+    for s in result.get("hot_swap") or []:
+        out.append(
+            f"hot swap {s['component']} ({s['bytes'] / 1e6:.1f} MB), deploy call to first new"
+            f" response: uncached {s['uncached_ms']:.0f} ms, cached {s['cached_ms']:.0f} ms")
+    st = result.get("startup")
+    if st:
+        for kind in ("cold", "warm"):
+            out.append(
+                f"demo start-up ({st['services']} services), {kind} code cache:"
+                f" listening {st[kind]['listening_ms']:.0f} ms,"
+                f" every service answering {st[kind]['ready_ms']:.0f} ms")
+    mem = result.get("memory")
+    if mem:
+        out.append(
+            f"resident memory (hello host): idle {mem['idle_mib']:.1f} MiB, under 64-connection"
+            f" load {mem['under_load_peak_mib']:.1f} MiB peak, per extra service"
+            f" {mem['per_extra_service_mib']:.2f} MiB (slope over {mem['extra_services']})")
+    for note in result.get("notes", []):
+        out.append(f"note: {note}")
+    return "\n".join(out)
+
+
+def write(result, results_dir):
+    """latest.json and a timestamped copy; returns the copy's path."""
+    os.makedirs(results_dir, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    stamp = result["run"]["finished"].replace(":", "").replace("-", "")
+    path = os.path.join(results_dir, f"{stamp}-{result['run']['mode']}.json")
+    for target in (path, os.path.join(results_dir, "latest.json")):
+        with open(target, "w") as f:
+            f.write(text)
+    return path
