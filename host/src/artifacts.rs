@@ -4,16 +4,21 @@
 //! A file is written to a temporary name, fsynced, renamed into place and
 //! the directory fsynced, so after a crash a hash's file is either whole or
 //! absent. Reads check the hash, so a damaged file is reported, never run.
+//! On a fleet the directory is a cache of the components kept in the
+//! fleet's database, so a host can run a version deployed through another.
 
+use crate::fleet::FleetControl;
 use crate::loader::content_hash;
 use anyhow::Context as _;
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// The artifact directory.
+/// The artifact directory, in front of the fleet's copies on a fleet.
 pub struct ArtifactStore {
     dir: PathBuf,
+    fleet: Option<Arc<FleetControl>>,
 }
 
 impl ArtifactStore {
@@ -22,7 +27,66 @@ impl ArtifactStore {
         let dir = data_dir.join("artifacts");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Self { dir })
+        Ok(Self { dir, fleet: None })
+    }
+
+    /// The same directory, as a cache of the fleet's components: what is
+    /// stored goes to the fleet too, and what is missing here comes from it.
+    pub fn with_fleet(mut self, fleet: Arc<FleetControl>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// Stores `bytes` (content hash `hash`) here and, on a fleet, in the
+    /// fleet's database, durably.
+    pub async fn save(self: &Arc<Self>, hash: &str, bytes: Arc<[u8]>) -> anyhow::Result<()> {
+        if let Some(fleet) = &self.fleet {
+            fleet.put_artifact(hash, &bytes).await?;
+        }
+        let (this, hash) = (Arc::clone(self), hash.to_owned());
+        tokio::task::spawn_blocking(move || this.put(&hash, &bytes)).await?
+    }
+
+    /// The component with `hash`, checked against its hash: from here, or
+    /// (on a fleet) from the fleet's database, kept here for next time.
+    pub async fn load(self: &Arc<Self>, hash: &str) -> anyhow::Result<Vec<u8>> {
+        let (this, wanted) = (Arc::clone(self), hash.to_owned());
+        let local = tokio::task::spawn_blocking(move || {
+            if this.path(&wanted).exists() {
+                this.get(&wanted).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await??;
+        if let Some(bytes) = local {
+            return Ok(bytes);
+        }
+        let Some(fleet) = &self.fleet else {
+            return self.get(hash);
+        };
+        let bytes = fleet
+            .get_artifact(hash)
+            .await?
+            .with_context(|| format!("the fleet has no component {hash}; deploy it again"))?;
+        anyhow::ensure!(
+            content_hash(&bytes) == hash,
+            "the fleet's copy of component {hash} is damaged; deploy it again"
+        );
+        let (this, hash, keep) = (Arc::clone(self), hash.to_owned(), bytes.clone());
+        tokio::task::spawn_blocking(move || this.put(&hash, &keep)).await??;
+        Ok(bytes)
+    }
+
+    /// Deletes the components no record refers to, here and, on a fleet,
+    /// in the fleet's database.
+    pub async fn collect(self: &Arc<Self>, keep: HashSet<String>) -> anyhow::Result<()> {
+        if let Some(fleet) = &self.fleet {
+            fleet.retain_artifacts(&keep).await?;
+        }
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || this.retain(&keep)).await??;
+        Ok(())
     }
 
     /// Where the component with `hash` lives.

@@ -76,15 +76,29 @@ impl TokenAuthority {
     /// `signing_key_file`, else `<data_dir>/jwt.key` (generated on first use
     /// with mode 0600, and refused if its mode is wider).
     pub fn load(config: &AuthSection, data_dir: &Path) -> anyhow::Result<Self> {
-        let key = match std::env::var(SIGNING_KEY_ENV) {
-            Ok(key) if !key.trim().is_empty() => key.trim().to_owned(),
-            _ => match &config.signing_key_file {
-                Some(path) => secrets::read_private(path)?.with_context(|| {
-                    format!("the signing key file {} does not exist", path.display())
-                })?,
-                None => secrets::read_or_generate(&data_dir.join("jwt.key"))?,
-            },
+        let key = match Self::configured_key(config)? {
+            Some(key) => key,
+            None => secrets::read_or_generate(&data_dir.join("jwt.key"))?,
         };
+        Self::with_key(&key, config)
+    }
+
+    /// The signing key given to the host: `BAZAAR_JWT_KEY`, else
+    /// `signing_key_file`; `None` when neither is set.
+    pub fn configured_key(config: &AuthSection) -> anyhow::Result<Option<String>> {
+        match std::env::var(SIGNING_KEY_ENV) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
+            _ => match &config.signing_key_file {
+                Some(path) => Ok(Some(secrets::read_private(path)?.with_context(|| {
+                    format!("the signing key file {} does not exist", path.display())
+                })?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The authority of `[auth]` with signing key `key`.
+    pub fn with_key(key: &str, config: &AuthSection) -> anyhow::Result<Self> {
         anyhow::ensure!(
             key.len() >= MIN_SECRET_LEN,
             "the token signing key must be at least {MIN_SECRET_LEN} bytes"

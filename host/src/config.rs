@@ -41,6 +41,10 @@ pub struct GatewayConfig {
     /// Where traces go, and how logs look.
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// Where service data, events and deployments live: on this host, or
+    /// shared by a fleet.
+    #[serde(default)]
+    pub backend: BackendSection,
     /// The services, by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
@@ -243,6 +247,87 @@ impl Default for RuntimeSection {
             memory_keep_resident_kib: 1024,
             pagemap_scan: true,
         }
+    }
+}
+
+/// Which kind of backend a host uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// redb files in the data directory: one host, nothing to run beside it.
+    #[default]
+    Embedded,
+    /// PostgreSQL for data, deployments and secrets, NATS JetStream for
+    /// events: any number of hosts share them.
+    Fleet,
+}
+
+/// `[backend]`: where service data, events and deployments live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendSection {
+    /// `embedded` (one host, redb files in the data directory) or `fleet`
+    /// (PostgreSQL and NATS JetStream shared by every host). `kind = "fleet"`
+    pub kind: BackendKind,
+    /// The PostgreSQL database of the fleet; `BAZAAR_POSTGRES_URL`
+    /// overrides it, so a password need not be in the file.
+    /// `postgres_url = "postgres://bazaar@127.0.0.1:5432/bazaar"`
+    pub postgres_url: Option<String>,
+    /// The NATS server (with JetStream enabled) of the fleet;
+    /// `BAZAAR_NATS_URL` overrides it. `nats_url = "nats://127.0.0.1:4222"`
+    pub nats_url: Option<String>,
+    /// This host's name in the fleet, shown by `bazaar services`; by
+    /// default the machine's name and the gateway port. `host_name = "web-1"`
+    pub host_name: Option<String>,
+    /// PostgreSQL connections this host keeps at most. `postgres_pool_size = 16`
+    pub postgres_pool_size: usize,
+    /// How long to wait for a server to answer, connect or hand out a
+    /// pooled connection, in milliseconds. `connect_timeout_ms = 5000`
+    pub connect_timeout_ms: u64,
+    /// How long JetStream waits for a host handling an event before it
+    /// gives the event to another host (a live host extends it while the
+    /// handler runs), in milliseconds. `event_ack_wait_ms = 30000`
+    pub event_ack_wait_ms: u64,
+    /// How often a host looks for deploys made on other hosts, in
+    /// milliseconds. `poll_ms = 250`
+    pub poll_ms: u64,
+}
+
+impl Default for BackendSection {
+    fn default() -> Self {
+        Self {
+            kind: BackendKind::Embedded,
+            postgres_url: None,
+            nats_url: None,
+            host_name: None,
+            postgres_pool_size: 16,
+            connect_timeout_ms: 5_000,
+            event_ack_wait_ms: 30_000,
+            poll_ms: 250,
+        }
+    }
+}
+
+/// The environment variable that overrides `[backend] postgres_url`.
+pub const POSTGRES_URL_ENV: &str = "BAZAAR_POSTGRES_URL";
+/// The environment variable that overrides `[backend] nats_url`.
+pub const NATS_URL_ENV: &str = "BAZAAR_NATS_URL";
+
+impl BackendSection {
+    /// The PostgreSQL URL: `BAZAAR_POSTGRES_URL`, else `postgres_url`.
+    pub fn postgres_url(&self) -> Option<String> {
+        std::env::var(POSTGRES_URL_ENV)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| self.postgres_url.clone())
+    }
+
+    /// The NATS URL: `BAZAAR_NATS_URL`, else `nats_url`.
+    pub fn nats_url(&self) -> Option<String> {
+        std::env::var(NATS_URL_ENV)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| self.nats_url.clone())
     }
 }
 
@@ -465,6 +550,23 @@ impl GatewayConfig {
                         "service `{name}` accepts API key `{unknown}`, which [auth.api_keys] does not define"
                     )));
                 }
+            }
+        }
+        let backend = &self.backend;
+        if backend.kind == BackendKind::Fleet {
+            if backend.postgres_url().is_none() || backend.nats_url().is_none() {
+                return Err(invalid(format!(
+                    "[backend] kind = \"fleet\" needs `postgres_url` (or ${POSTGRES_URL_ENV}) and `nats_url` (or ${NATS_URL_ENV})"
+                )));
+            }
+            if backend.postgres_pool_size == 0
+                || backend.connect_timeout_ms == 0
+                || backend.event_ack_wait_ms < 1000
+                || backend.poll_ms == 0
+            {
+                return Err(invalid(
+                    "[backend] postgres_pool_size, connect_timeout_ms and poll_ms must be at least 1, and event_ack_wait_ms at least 1000".into(),
+                ));
             }
         }
         if self.events.max_attempts == 0 {

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 
@@ -247,3 +248,77 @@ impl ControlDb {
 
 #[cfg(test)]
 mod tests;
+
+/// The deployment records wherever they live: this host's `control.redb`,
+/// or the fleet's PostgreSQL database.
+#[derive(Clone)]
+pub enum Control {
+    /// One host's records.
+    Embedded(Arc<ControlDb>),
+    /// The fleet's records.
+    Fleet(Arc<crate::fleet::FleetControl>),
+}
+
+/// Held while a change is made: nothing else changes records meanwhile,
+/// on this host or (on a fleet) any other.
+pub struct ChangeLock {
+    _fleet: Option<crate::fleet::control::FleetLock>,
+}
+
+impl Control {
+    /// Every record.
+    pub async fn all(&self) -> anyhow::Result<Vec<ServiceRecord>> {
+        match self {
+            Self::Embedded(db) => {
+                let db = Arc::clone(db);
+                tokio::task::spawn_blocking(move || db.all()).await?
+            }
+            Self::Fleet(fleet) => fleet.all().await,
+        }
+    }
+
+    /// The record of `name`.
+    pub async fn get(&self, name: &str) -> anyhow::Result<Option<ServiceRecord>> {
+        match self {
+            Self::Embedded(db) => db.get(name),
+            Self::Fleet(fleet) => fleet.get(name).await,
+        }
+    }
+
+    /// Writes `records` durably, in one transaction.
+    pub async fn put(&self, records: Vec<ServiceRecord>) -> anyhow::Result<()> {
+        match self {
+            Self::Embedded(db) => {
+                let db = Arc::clone(db);
+                tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&ServiceRecord> = records.iter().collect();
+                    db.put(&refs)
+                })
+                .await?
+            }
+            Self::Fleet(fleet) => {
+                let refs: Vec<&ServiceRecord> = records.iter().collect();
+                fleet.put(&refs).await
+            }
+        }
+    }
+
+    /// Takes the lock that orders changes across the fleet (a no-op on one
+    /// host, whose deployer orders its own changes).
+    pub async fn lock(&self) -> anyhow::Result<ChangeLock> {
+        Ok(ChangeLock {
+            _fleet: match self {
+                Self::Embedded(_) => None,
+                Self::Fleet(fleet) => Some(fleet.lock().await?),
+            },
+        })
+    }
+
+    /// The fleet's control state, on a fleet.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::FleetControl>> {
+        match self {
+            Self::Embedded(_) => None,
+            Self::Fleet(fleet) => Some(fleet),
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! deployment record durably, and only then swap it in. A failed change
 //! changes nothing, and an acknowledged one survives a `kill -9`.
 
+mod converge;
 mod restore;
 mod status;
 
@@ -16,9 +17,9 @@ pub use status::{ServiceStatus, VersionStatus};
 
 use crate::artifacts::ArtifactStore;
 use crate::config::{ServiceSpec, is_valid_service_name};
-use crate::control::{ControlDb, Origin, ServiceRecord, VersionError, VersionRecord};
+use crate::control::{ChangeLock, Control, Origin, ServiceRecord, VersionError, VersionRecord};
 use crate::events::{EventLog, now_ms};
-use crate::kvstore::ServiceStore;
+use crate::kvstore::StoreBackend;
 use crate::loader::{ComponentLoader, LoadError, LoadedService, content_hash, short};
 use crate::registry::{ServiceContext, ServiceEnv, ServiceRegistry, ServiceSlot};
 use crate::router::RouteError;
@@ -39,16 +40,19 @@ pub struct Seed {
 /// Deploys, rolls back, adds and removes services.
 pub struct Deployer {
     loader: ComponentLoader,
-    control: Arc<ControlDb>,
+    control: Control,
     artifacts: Arc<ArtifactStore>,
     registry: Arc<ServiceRegistry>,
     log: Arc<dyn EventLog>,
-    data_dir: PathBuf,
+    stores: StoreBackend,
     seeds: BTreeMap<String, Seed>,
     keep_versions: usize,
     env: ServiceEnv,
     /// Serializes every change of records and registry.
     lock: tokio::sync::Mutex<()>,
+    /// Fleet versions that failed to load here, by service, so each is
+    /// reported once.
+    converge_failures: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// What the deployer is built from.
@@ -56,15 +60,15 @@ pub struct DeployerParts {
     /// Compiles components.
     pub loader: ComponentLoader,
     /// The deployment records.
-    pub control: ControlDb,
+    pub control: Control,
     /// The deployed components.
-    pub artifacts: ArtifactStore,
+    pub artifacts: Arc<ArtifactStore>,
     /// Where services are swapped in.
     pub registry: Arc<ServiceRegistry>,
     /// The event log, to forget a purged service.
     pub log: Arc<dyn EventLog>,
-    /// Where service stores live.
-    pub data_dir: PathBuf,
+    /// Where service stores are opened.
+    pub stores: StoreBackend,
     /// The services of `gateway.toml`.
     pub seeds: BTreeMap<String, Seed>,
     /// `[runtime] keep_versions`.
@@ -187,15 +191,16 @@ impl Deployer {
     pub fn new(parts: DeployerParts) -> Self {
         Self {
             loader: parts.loader,
-            control: Arc::new(parts.control),
-            artifacts: Arc::new(parts.artifacts),
+            control: parts.control,
+            artifacts: parts.artifacts,
             registry: parts.registry,
             log: parts.log,
-            data_dir: parts.data_dir,
+            stores: parts.stores,
             seeds: parts.seeds,
             keep_versions: parts.keep_versions,
             env: parts.env,
             lock: tokio::sync::Mutex::new(()),
+            converge_failures: std::sync::Mutex::default(),
         }
     }
 
@@ -205,8 +210,36 @@ impl Deployer {
     }
 
     /// The deployment record of `service`.
-    pub fn record(&self, service: &str) -> Option<ServiceRecord> {
-        self.control.get(service).ok().flatten()
+    pub async fn record(&self, service: &str) -> Option<ServiceRecord> {
+        self.control.get(service).await.ok().flatten()
+    }
+
+    /// Every deployment record.
+    pub async fn records(&self) -> anyhow::Result<Vec<ServiceRecord>> {
+        self.control.all().await
+    }
+
+    /// The deployment records, where they live.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Takes the locks every change holds: this host's, then (on a fleet)
+    /// the fleet's.
+    async fn change_lock(
+        &self,
+        service: &str,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, ChangeLock), DeployError> {
+        let local = self.lock.lock().await;
+        let fleet = self
+            .control
+            .lock()
+            .await
+            .map_err(|e| DeployError::Storage {
+                service: service.to_owned(),
+                message: format!("{e:#}"),
+            })?;
+        Ok((local, fleet))
     }
 
     /// Compiles, checks, records and swaps in a component.
@@ -274,11 +307,12 @@ impl Deployer {
             .await
             .map_err(load_error)?;
 
-        let _serial = self.lock.lock().await;
+        let _serial = self.change_lock(&name).await?;
         let snapshot = self.registry.load();
         let existing = snapshot.get(&name).cloned();
         let mut record = self
-            .stored_record(&name)?
+            .stored_record(&name)
+            .await?
             .unwrap_or_else(|| ServiceRecord::new(&name, Origin::Live, None));
         if existing.is_none() {
             record.current = None;
@@ -298,7 +332,10 @@ impl Deployer {
         let next_snapshot = if unchanged_spec {
             None
         } else {
-            let slot = Arc::new(ServiceSlot::new(self.context(&name, spec.clone())?, None));
+            let slot = Arc::new(ServiceSlot::new(
+                self.context(&name, spec.clone()).await?,
+                None,
+            ));
             Some((
                 snapshot
                     .with(Arc::clone(&slot))
@@ -367,13 +404,14 @@ impl Deployer {
         to: Option<&str>,
         expected: Option<&str>,
     ) -> Result<DeployOutcome, DeployError> {
-        let _serial = self.lock.lock().await;
+        let _serial = self.change_lock(service).await?;
         let slot = self
             .registry
             .get(service)
             .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
         let mut record = self
-            .stored_record(service)?
+            .stored_record(service)
+            .await?
             .ok_or_else(|| DeployError::UnknownService(service.to_owned()))?;
         check_expected(&record, expected)?;
         let target = record.rollback_target(to)?;
@@ -422,7 +460,7 @@ impl Deployer {
 
     /// Takes `service` out of the registry; with `purge`, deletes its data.
     pub async fn remove(&self, service: &str, purge: bool) -> Result<RemoveOutcome, DeployError> {
-        let _serial = self.lock.lock().await;
+        let _serial = self.change_lock(service).await?;
         let snapshot = self.registry.load();
         if snapshot.get(service).is_none() {
             return Err(DeployError::UnknownService(service.to_owned()));
@@ -433,7 +471,8 @@ impl Deployer {
             Origin::Live
         };
         let mut record = self
-            .stored_record(service)?
+            .stored_record(service)
+            .await?
             .unwrap_or_else(|| ServiceRecord::new(service, origin, None));
         record.removed = true;
         if purge {
@@ -448,14 +487,7 @@ impl Deployer {
                 message: format!("{e:#}"),
             };
             self.log.forget(service.to_owned()).await.map_err(storage)?;
-            let dir = ServiceStore::dir_of(&self.data_dir, service);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    storage(
-                        anyhow::Error::from(e).context(format!("cannot delete {}", dir.display())),
-                    )
-                })?;
-            }
+            self.stores.purge(service).await.map_err(storage)?;
         }
         tracing::info!(service, purge, "removed");
         self.collect_garbage().await;
@@ -487,7 +519,11 @@ impl Deployer {
     }
 
     /// The context of service `name` with `spec`, opening its store.
-    fn context(&self, name: &str, spec: ServiceSpec) -> Result<Arc<ServiceContext>, DeployError> {
+    async fn context(
+        &self,
+        name: &str,
+        spec: ServiceSpec,
+    ) -> Result<Arc<ServiceContext>, DeployError> {
         let storage = |e: anyhow::Error| DeployError::Storage {
             service: name.to_owned(),
             message: format!("{e:#}"),
@@ -495,17 +531,20 @@ impl Deployer {
         // A service being replaced shares its open store.
         let store = match self.registry.get(name) {
             Some(slot) => Arc::clone(&slot.context.store),
-            None => Arc::new(ServiceStore::open(&self.data_dir, name).map_err(storage)?),
+            None => self.stores.open(name).await.map_err(storage)?,
         };
         let context = ServiceContext::new(name, spec, store, &self.env).map_err(storage)?;
         Ok(Arc::new(context))
     }
 
-    fn stored_record(&self, service: &str) -> Result<Option<ServiceRecord>, DeployError> {
-        self.control.get(service).map_err(|e| DeployError::Storage {
-            service: service.to_owned(),
-            message: format!("{e:#}"),
-        })
+    async fn stored_record(&self, service: &str) -> Result<Option<ServiceRecord>, DeployError> {
+        self.control
+            .get(service)
+            .await
+            .map_err(|e| DeployError::Storage {
+                service: service.to_owned(),
+                message: format!("{e:#}"),
+            })
     }
 
     /// Compiles kept version `version` of `service` from its artifact
@@ -517,12 +556,10 @@ impl Deployer {
         source: String,
         limits: &crate::config::ServiceLimits,
     ) -> Result<LoadedService, DeployError> {
-        let artifacts = Arc::clone(&self.artifacts);
-        let hash = version.to_owned();
-        let bytes = tokio::task::spawn_blocking(move || artifacts.get(&hash))
+        let bytes = self
+            .artifacts
+            .load(version)
             .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r)
             .map_err(|e| DeployError::Storage {
                 service: service.to_owned(),
                 message: format!("{e:#}"),
@@ -544,21 +581,14 @@ impl Deployer {
         component: Option<(String, Arc<[u8]>)>,
         record: &ServiceRecord,
     ) -> Result<(), DeployError> {
-        let (artifacts, control, record) = (
-            Arc::clone(&self.artifacts),
-            Arc::clone(&self.control),
-            record.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
+        let result = async {
             if let Some((hash, bytes)) = component {
-                artifacts.put(&hash, &bytes)?;
+                self.artifacts.save(&hash, bytes).await?;
             }
-            control.put(&[&record])
-        })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|r| r)
-        .map_err(|e| DeployError::Storage {
+            self.control.put(vec![record.clone()]).await
+        }
+        .await;
+        result.map_err(|e| DeployError::Storage {
             service: service.to_owned(),
             message: format!("{e:#}"),
         })
@@ -566,17 +596,18 @@ impl Deployer {
 
     /// Deletes components no record refers to any more.
     async fn collect_garbage(&self) {
-        let (artifacts, control) = (Arc::clone(&self.artifacts), Arc::clone(&self.control));
-        let result = tokio::task::spawn_blocking(move || {
-            let keep: HashSet<String> = control
-                .all()?
+        let result = async {
+            let keep: HashSet<String> = self
+                .control
+                .all()
+                .await?
                 .into_iter()
                 .flat_map(|r| r.versions.into_iter().map(|v| v.version))
                 .collect();
-            artifacts.retain(&keep)
-        })
+            self.artifacts.collect(keep).await
+        }
         .await;
-        if let Ok(Err(e)) = result {
+        if let Err(e) = result {
             tracing::warn!(error = format!("{e:#}"), "cannot delete unused components");
         }
     }

@@ -5,15 +5,20 @@
 use crate::admin::{self, AdminState};
 use crate::artifacts::ArtifactStore;
 use crate::auth::{ApiKeys, TokenAuthority};
+use crate::config::BackendKind;
 use crate::config::GatewayConfig;
-use crate::control::ControlDb;
+use crate::control::{Control, ControlDb};
 use crate::deploy::{Deployer, DeployerParts, Seed};
 use crate::engine;
 use crate::events::EventLog;
 use crate::events::delivery::{Delivery, RetryPolicy};
 use crate::events::embedded::EmbeddedLog;
+use crate::events::jetstream::JetStreamLog;
 use crate::events::relay::Relay;
+use crate::fleet::Fleet;
+use crate::fleet::follow::Follower;
 use crate::gateway::GatewayState;
+use crate::kvstore::StoreBackend;
 use crate::listener::{self, ConnectionLimits};
 use crate::loader::ComponentLoader;
 use crate::registry::{Limits, ServiceEnv, ServiceRegistry};
@@ -68,8 +73,31 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let admin_token = admin::token::resolve(&config, &data_dir)?;
-    let tokens = Arc::new(TokenAuthority::load(&config.auth, &data_dir)?);
+    let fleet = match config.backend.kind {
+        BackendKind::Embedded => None,
+        BackendKind::Fleet => Some(Fleet::connect(&config).await?),
+    };
+    let (admin_token, tokens) = match &fleet {
+        None => (
+            admin::token::resolve(&config, &data_dir)?,
+            TokenAuthority::load(&config.auth, &data_dir)?,
+        ),
+        Some(fleet) => {
+            let key = match TokenAuthority::configured_key(&config.auth)? {
+                Some(key) => key,
+                None => fleet
+                    .control
+                    .secret("jwt-key", &crate::secrets::generate())
+                    .await
+                    .context("cannot read the fleet's token signing key")?,
+            };
+            (
+                admin::token::resolve_fleet(&config, &data_dir, &fleet.control).await?,
+                TokenAuthority::with_key(&key, &config.auth)?,
+            )
+        }
+    };
+    let tokens = Arc::new(tokens);
     let api_keys = Arc::new(ApiKeys::load(&config.auth)?);
     if !config.admin.listen.ip().is_loopback() {
         tracing::warn!(
@@ -90,7 +118,16 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         runtime_config.max_call_depth,
     );
     let request_timeout = Duration::from_millis(config.gateway.request_timeout_ms);
-    let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(&data_dir)?);
+    let log: Arc<dyn EventLog> = match &fleet {
+        None => Arc::new(EmbeddedLog::open(&data_dir)?),
+        Some(fleet) => Arc::new(
+            JetStreamLog::open(
+                fleet.jetstream.clone(),
+                Duration::from_millis(fleet.settings.event_ack_wait_ms),
+            )
+            .await?,
+        ),
+    };
     let outbox_bell = Arc::new(Notify::new());
     let delivery = Delivery::new(
         Arc::clone(&registry),
@@ -120,13 +157,28 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         tokens: Arc::clone(&tokens),
     };
     let trial = TrialRun::open(sandbox, &data_dir, &env)?;
+    let artifacts = ArtifactStore::open(&data_dir)?;
+    let (control, artifacts, stores) = match &fleet {
+        None => (
+            Control::Embedded(Arc::new(ControlDb::open(&data_dir)?)),
+            artifacts,
+            StoreBackend::Embedded {
+                data_dir: data_dir.clone(),
+            },
+        ),
+        Some(fleet) => (
+            Control::Fleet(Arc::clone(&fleet.control)),
+            artifacts.with_fleet(Arc::clone(&fleet.control)),
+            StoreBackend::Postgres(fleet.pg.clone()),
+        ),
+    };
     let deployer = Arc::new(Deployer::new(DeployerParts {
         loader: ComponentLoader::new(engine, linker, trial),
-        control: ControlDb::open(&data_dir)?,
-        artifacts: ArtifactStore::open(&data_dir)?,
+        control,
+        artifacts: Arc::new(artifacts),
         registry: Arc::clone(&registry),
         log: Arc::clone(&log),
-        data_dir: data_dir.clone(),
+        stores,
         seeds,
         keep_versions: runtime_config.keep_versions,
         env,
@@ -161,6 +213,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         delivery: Arc::clone(&delivery),
         token: admin_token.clone(),
         tokens,
+        fleet: fleet.as_ref().map(|f| Arc::clone(&f.control)),
         stats,
         max_component_bytes: config.admin.max_component_bytes,
     });
@@ -202,9 +255,22 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         .gateway
         .watch
         .then(|| Watcher::new(Arc::clone(&registry), Arc::clone(&deployer)));
+    let follower = fleet.as_ref().map(|fleet| Follower {
+        deployer: Arc::clone(&deployer),
+        control: Arc::clone(&fleet.control),
+        registry: Arc::clone(&registry),
+        gateway: gateway_addr.to_string(),
+        admin: admin_addr.to_string(),
+        poll: Duration::from_millis(fleet.settings.poll_ms),
+    });
+    let follow_signal = signal.clone();
     tasks.push(tokio::spawn(async move {
         loader.load_pending(pending).await;
         let _ = ready_tx.send(true);
+        // Following the fleet starts from what start-up loaded.
+        if let Some(follower) = follower {
+            tokio::spawn(follower.run(follow_signal));
+        }
         // Watching starts from what start-up deployed.
         if let Some(watcher) = watch_files {
             watcher.run(signal).await;

@@ -1,52 +1,35 @@
-//! Each service's durable key-value data: one redb file per service.
+//! Each service's durable key-value data and event outbox, behind one
+//! [`ServiceStore`] whatever the backend:
 //!
-//! The file lives at `<data dir>/services/<name>/kv.redb`, so no key of one
-//! service shares a file, let alone a table, with another's. A bucket is a
-//! table in that file. Every write is committed with redb's immediate
-//! durability (fsync) before it is acknowledged, so a write the guest saw
-//! succeed survives a `kill -9` of the host (a power loss is up to the disk
-//! honouring fsync). Writes from concurrent requests share transactions
-//! and fsyncs (group commit, in `group`).
+//! - [`embedded`]: one redb file per service in the data directory (the
+//!   default; one host).
+//! - [`postgres`]: one PostgreSQL schema per service (a fleet of hosts).
 //!
-//! The same file holds the service's event outbox: events published in a
-//! [`Batch`] are committed in the same transaction as its writes, and the
-//! event relay moves them to the event log afterwards.
+//! Either way the host picks the store from the service a request was
+//! routed to, so no name a guest can send reaches another service's data;
+//! a write is durable before it is acknowledged; and events published in a
+//! [`Batch`] are committed in the same transaction as its writes, for the
+//! relay to move to the event log afterwards.
 
-use anyhow::Context as _;
-use group::{Done, GroupCommit, Op};
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
+pub mod embedded;
+pub mod postgres;
+
+pub use embedded::EmbeddedStore;
+pub use postgres::PgStore;
+
+use std::sync::Arc;
 
 /// Keys returned by one `list-keys` call, and the cap on one scan page.
 pub const PAGE_LIMIT: usize = 1000;
 
-/// Longest bucket name accepted; table names are stored in the file.
+/// Longest bucket name accepted.
 const MAX_BUCKET_NAME: usize = 255;
 
 /// The bucket a guest gets when it opens `""`.
 const DEFAULT_BUCKET: &str = "default";
 
-/// Tables whose names start with this belong to the host, not the guest.
+/// Buckets whose names start with this belong to the host, not the guest.
 const RESERVED_PREFIX: &str = "__bazaar";
-
-/// Events waiting for the relay, by sequence number.
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("__bazaar/outbox");
-/// Host counters (the next outbox sequence number).
-const META: TableDefinition<&str, u64> = TableDefinition::new("__bazaar/meta");
-const NEXT_OUTBOX_SEQ: &str = "outbox-next-seq";
-
-/// Page cache per store; redb's default (1 GiB per file) would let a host
-/// with many services grow far past its memory.
-const CACHE_BYTES: usize = 32 << 20;
-
-/// One service's store.
-pub struct ServiceStore {
-    db: Database,
-    dir: PathBuf,
-    /// Writers waiting for, or sharing, the next commit.
-    group: GroupCommit,
-}
 
 /// One change in a [`Batch`].
 #[derive(Debug, Clone)]
@@ -127,125 +110,161 @@ pub enum StoreError {
     Storage(#[from] anyhow::Error),
 }
 
+/// Checks a guest-chosen bucket name and maps `""` to the default bucket.
+pub fn bucket_name(identifier: &str) -> Result<String, StoreError> {
+    let name = if identifier.is_empty() {
+        DEFAULT_BUCKET
+    } else {
+        identifier
+    };
+    if name.len() > MAX_BUCKET_NAME
+        || name.chars().any(char::is_control)
+        || name.starts_with(RESERVED_PREFIX)
+    {
+        return Err(StoreError::InvalidBucket(identifier.to_owned()));
+    }
+    Ok(name.to_owned())
+}
+
+/// One service's store, on the backend the host runs with.
+pub enum ServiceStore {
+    /// A redb file in the data directory.
+    Embedded(EmbeddedStore),
+    /// A schema in the fleet's PostgreSQL database.
+    Postgres(PgStore),
+}
+
+/// Outbox entries taken for relaying; see [`ServiceStore::outbox_take`].
+pub struct OutboxPage {
+    /// (sequence number, encoded event), oldest first.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    lease: Option<postgres::PgLease>,
+}
+
 impl ServiceStore {
-    /// The directory holding `service`'s data under `data_dir`.
-    pub fn dir_of(data_dir: &Path, service: &str) -> PathBuf {
-        data_dir.join("services").join(service)
-    }
-
-    /// Opens (creating if needed) the store of `service` under `data_dir`.
-    pub fn open(data_dir: &Path, service: &str) -> anyhow::Result<Self> {
-        let dir = Self::dir_of(data_dir, service);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let path = dir.join("kv.redb");
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .with_context(|| {
-                format!(
-                    "cannot open the store of service `{service}` at {}; is another bazaar using this data directory?",
-                    path.display()
-                )
-            })?;
-        Ok(Self {
-            db,
-            dir,
-            group: GroupCommit::default(),
+    /// Runs `op` on an embedded store on the blocking pool (its writes wait
+    /// for an fsync).
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        op: impl FnOnce(&EmbeddedStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || match &*this {
+            Self::Embedded(store) => op(store),
+            Self::Postgres(_) => Err(StoreError::Storage(anyhow::anyhow!(
+                "a PostgreSQL store has no blocking operations"
+            ))),
         })
-    }
-
-    /// The directory of this store.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Checks a guest-chosen bucket name and maps `""` to the default bucket.
-    pub fn bucket_name(identifier: &str) -> Result<String, StoreError> {
-        let name = if identifier.is_empty() {
-            DEFAULT_BUCKET
-        } else {
-            identifier
-        };
-        if name.len() > MAX_BUCKET_NAME
-            || name.chars().any(char::is_control)
-            || name.starts_with(RESERVED_PREFIX)
-        {
-            return Err(StoreError::InvalidBucket(identifier.to_owned()));
-        }
-        Ok(name.to_owned())
+        .await
+        .map_err(|e| StoreError::Storage(anyhow::anyhow!("store task failed: {e}")))?
     }
 
     /// The value of `key`, if any.
-    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.get_many(bucket, &[key])?.pop().flatten())
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get_many(bucket, &[key]).await?.pop().flatten())
     }
 
-    /// The values of `keys`, read from one snapshot.
-    pub fn get_many<K: AsRef<str>>(
+    /// The values of `keys`, read from one snapshot. An embedded store
+    /// answers right here: redb reads never wait for a writer.
+    pub async fn get_many<K: AsRef<str> + Sync>(
         &self,
         bucket: &str,
         keys: &[K],
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let txn = self.db.begin_read().context("begin read")?;
-        let table = match txn.open_table(table(bucket)) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
-            Err(e) => return Err(anyhow::Error::from(e).context("open bucket").into()),
-        };
-        keys.iter()
-            .map(|key| {
-                let value = table.get(key.as_ref()).context("read key")?;
-                Ok(value.map(|v| v.value().to_vec()))
-            })
-            .collect()
+        match self {
+            Self::Embedded(store) => store.get_many(bucket, keys),
+            Self::Postgres(store) => store.get_many(bucket, keys).await,
+        }
     }
 
     /// Whether `key` exists, without copying its value.
-    pub fn exists(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().context("begin read")?;
-        match txn.open_table(table(bucket)) {
-            Ok(table) => Ok(table.get(key).context("read key")?.is_some()),
-            Err(TableError::TableDoesNotExist(_)) => Ok(false),
-            Err(e) => Err(anyhow::Error::from(e).context("open bucket").into()),
+    pub async fn exists(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Embedded(store) => store.exists(bucket, key),
+            Self::Postgres(store) => store.exists(bucket, key).await,
+        }
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, after
+    /// `start_after`, in key order, read from one snapshot.
+    pub async fn scan(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ScanPage, StoreError> {
+        match self {
+            Self::Embedded(store) => store.scan(bucket, prefix, start_after, limit),
+            Self::Postgres(store) => store.scan(bucket, prefix, start_after, limit).await,
+        }
+    }
+
+    /// Up to [`PAGE_LIMIT`] keys after `start_after`, and whether more follow.
+    pub async fn list_keys(
+        &self,
+        bucket: &str,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let page = self.scan(bucket, "", start_after, PAGE_LIMIT).await?;
+        let more = page.next.is_some();
+        Ok((page.entries.into_iter().map(|(k, _)| k).collect(), more))
+    }
+
+    /// Checks every condition of `batch`, then applies its writes and
+    /// appends its outbox entries, all in one durable transaction.
+    pub async fn commit(self: &Arc<Self>, batch: Batch) -> Result<(), StoreError> {
+        match &**self {
+            Self::Embedded(_) => self.blocking(move |store| store.commit(&batch)).await,
+            Self::Postgres(store) => store.commit(&batch).await,
         }
     }
 
     /// Writes every pair in one transaction.
-    pub fn set_many(&self, bucket: &str, pairs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    pub async fn set_many(
+        self: &Arc<Self>,
+        bucket: &str,
+        pairs: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
         let writes = pairs
-            .iter()
+            .into_iter()
             .map(|(key, value)| Write::Set {
                 bucket: bucket.to_owned(),
-                key: key.clone(),
-                value: value.clone(),
+                key,
+                value,
             })
             .collect();
-        self.commit(&Batch {
+        self.commit(Batch {
             writes,
             ..Batch::default()
         })
+        .await
     }
 
     /// Deletes every key in one transaction; missing keys are fine.
-    pub fn delete_many<K: AsRef<str>>(&self, bucket: &str, keys: &[K]) -> Result<(), StoreError> {
+    pub async fn delete_many(
+        self: &Arc<Self>,
+        bucket: &str,
+        keys: Vec<String>,
+    ) -> Result<(), StoreError> {
         let writes = keys
-            .iter()
+            .into_iter()
             .map(|key| Write::Delete {
                 bucket: bucket.to_owned(),
-                key: key.as_ref().to_owned(),
+                key,
             })
             .collect();
-        self.commit(&Batch {
+        self.commit(Batch {
             writes,
             ..Batch::default()
         })
+        .await
     }
 
     /// Sets `key` to `new` (`None` deletes) if it holds exactly `expected`
     /// (`None` meaning absent); returns whether it did.
-    pub fn compare_and_swap(
-        &self,
+    pub async fn compare_and_swap(
+        self: &Arc<Self>,
         bucket: &str,
         key: &str,
         expected: Option<Vec<u8>>,
@@ -272,125 +291,113 @@ impl ServiceStore {
             writes: vec![write],
             outbox: Vec::new(),
         };
-        match self.commit(&batch) {
+        match self.commit(batch).await {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Checks every condition of `batch`, then applies its writes and
-    /// appends its outbox entries, all in one durable transaction (shared,
-    /// through group commit, with concurrent writers).
-    pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        self.group
-            .submit(&self.db, Op::Batch(batch.clone()))
-            .map(|_| ())
-    }
-
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
     /// returns the new value, atomically.
-    pub fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, StoreError> {
-        let op = Op::Increment {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            delta,
-        };
-        match self.group.submit(&self.db, op)? {
-            Done::Counter(value) => Ok(value),
-            Done::Written => Err(StoreError::Storage(anyhow::anyhow!(
-                "an increment answered without a value"
-            ))),
+    pub async fn increment(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        delta: u64,
+    ) -> Result<u64, StoreError> {
+        match &**self {
+            Self::Embedded(_) => {
+                let (bucket, key) = (bucket.to_owned(), key.to_owned());
+                self.blocking(move |store| store.increment(&bucket, &key, delta))
+                    .await
+            }
+            Self::Postgres(store) => store.increment(bucket, key, delta).await,
         }
     }
 
-    /// Up to `limit` entries whose key starts with `prefix`, after
-    /// `start_after`, in key order, read from one snapshot.
-    pub fn scan(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        start_after: Option<&str>,
+    /// Takes up to `limit` outbox entries, oldest first, for the relay to
+    /// append to the event log and then hand to [`ServiceStore::outbox_done`].
+    /// `None` when the outbox is empty, or (on a fleet) another host is
+    /// relaying it, which keeps each publisher's events in order.
+    pub async fn outbox_take(
+        self: &Arc<Self>,
         limit: usize,
-    ) -> Result<ScanPage, StoreError> {
-        let limit = limit.clamp(1, PAGE_LIMIT);
-        let txn = self.db.begin_read().context("begin read")?;
-        let table = match txn.open_table(table(bucket)) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => {
-                return Ok(ScanPage {
-                    entries: Vec::new(),
-                    next: None,
-                });
+    ) -> Result<Option<OutboxPage>, StoreError> {
+        match &**self {
+            Self::Embedded(_) => {
+                let entries = self.blocking(move |store| store.outbox_page(limit)).await?;
+                Ok((!entries.is_empty()).then_some(OutboxPage {
+                    entries,
+                    lease: None,
+                }))
             }
-            Err(e) => return Err(anyhow::Error::from(e).context("open bucket").into()),
-        };
-        let start = match start_after {
-            Some(after) if after >= prefix => Bound::Excluded(after),
-            _ => Bound::Included(prefix),
-        };
-        let mut entries = Vec::new();
-        let mut more = false;
-        for entry in table
-            .range::<&str>((start, Bound::Unbounded))
-            .context("scan")?
-        {
-            let (key, value) = entry.context("read entry")?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
+            Self::Postgres(store) => {
+                Ok(store
+                    .outbox_take(limit)
+                    .await?
+                    .map(|(entries, lease)| OutboxPage {
+                        entries,
+                        lease: Some(lease),
+                    }))
             }
-            if entries.len() == limit {
-                more = true;
-                break;
-            }
-            entries.push((key.to_owned(), value.value().to_vec()));
         }
-        let next = if more {
-            entries.last().map(|(k, _)| k.clone())
-        } else {
-            None
-        };
-        Ok(ScanPage { entries, next })
     }
 
-    /// Up to [`PAGE_LIMIT`] keys after `start_after`, and whether more follow.
-    pub fn list_keys(
-        &self,
-        bucket: &str,
-        start_after: Option<&str>,
-    ) -> Result<(Vec<String>, bool), StoreError> {
-        let page = self.scan(bucket, "", start_after, PAGE_LIMIT)?;
-        let more = page.next.is_some();
-        Ok((page.entries.into_iter().map(|(k, _)| k).collect(), more))
-    }
-
-    /// Up to `limit` outbox entries, oldest first.
-    pub fn outbox_page(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().context("begin read")?;
-        let outbox = match txn.open_table(OUTBOX) {
-            Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(anyhow::Error::from(e).context("open outbox").into()),
-        };
-        let mut page = Vec::new();
-        for entry in outbox.iter().context("read outbox")?.take(limit) {
-            let (seq, event) = entry.context("read outbox entry")?;
-            page.push((seq.value(), event.value().to_vec()));
+    /// Removes the entries of `page` from the outbox: the log has them.
+    pub async fn outbox_done(self: &Arc<Self>, page: OutboxPage) -> Result<(), StoreError> {
+        let seqs: Vec<u64> = page.entries.iter().map(|(seq, _)| *seq).collect();
+        match page.lease {
+            Some(lease) => lease.finish(&seqs).await,
+            None => match seqs.last() {
+                Some(&last) => {
+                    self.blocking(move |store| store.outbox_remove_through(last))
+                        .await
+                }
+                None => Ok(()),
+            },
         }
-        Ok(page)
-    }
-
-    /// Removes outbox entries up to and including `seq`, once relayed.
-    pub fn outbox_remove_through(&self, seq: u64) -> Result<(), StoreError> {
-        self.group.submit(&self.db, Op::TrimOutbox(seq)).map(|_| ())
     }
 }
 
-fn table(bucket: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
-    TableDefinition::new(bucket)
+/// Where the host opens its services' stores.
+#[derive(Clone)]
+pub enum StoreBackend {
+    /// redb files under `<data dir>/services/`.
+    Embedded {
+        /// The data directory.
+        data_dir: std::path::PathBuf,
+    },
+    /// Schemas in the fleet's PostgreSQL database.
+    Postgres(crate::fleet::pg::Pg),
 }
 
-mod group;
-#[cfg(test)]
-mod tests;
+impl StoreBackend {
+    /// Opens (creating if needed) the store of `service`.
+    pub async fn open(&self, service: &str) -> anyhow::Result<Arc<ServiceStore>> {
+        Ok(Arc::new(match self {
+            Self::Embedded { data_dir } => {
+                ServiceStore::Embedded(EmbeddedStore::open(data_dir, service)?)
+            }
+            Self::Postgres(pg) => ServiceStore::Postgres(PgStore::open(pg.clone(), service).await?),
+        }))
+    }
+
+    /// Deletes everything `service` stored. Its store must be closed.
+    pub async fn purge(&self, service: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Embedded { data_dir } => {
+                let dir = EmbeddedStore::dir_of(data_dir, service);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => {
+                        Err(anyhow::Error::from(e)
+                            .context(format!("cannot delete {}", dir.display())))
+                    }
+                }
+            }
+            Self::Postgres(pg) => PgStore::purge(pg, service).await,
+        }
+    }
+}

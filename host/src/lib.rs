@@ -32,8 +32,12 @@
 //! - [`state`]: per-request store data.
 //! - [`capability`]: wasi:keyvalue, bazaar:platform (kv, transaction, events),
 //!   wasi:config, wasi:logging, guest stdout/stderr and outbound HTTP.
-//! - [`kvstore`]: each service's redb file, with its event outbox.
-//! - [`events`]: the event log, the outbox relay and delivery to subscribers.
+//! - [`kvstore`]: each service's store (a redb file, or a PostgreSQL schema
+//!   on a fleet), with its event outbox.
+//! - [`events`]: the event log (redb, or NATS JetStream on a fleet), the
+//!   outbox relay and delivery to subscribers.
+//! - [`fleet`]: hosts sharing PostgreSQL and JetStream, converging to the
+//!   same deployments.
 //! - [`metrics`]: Prometheus metrics, and recent figures for the dashboard.
 //! - [`telemetry`]: log lines (text or JSON) and span export over OTLP.
 //! - [`admin`]: the admin API (deploy, rollback, remove, list, events, health,
@@ -65,6 +69,7 @@ pub mod control;
 pub mod deploy;
 pub mod engine;
 pub mod events;
+pub mod fleet;
 pub mod gateway;
 pub mod host;
 pub mod kvstore;

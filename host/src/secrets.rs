@@ -46,11 +46,7 @@ pub fn read_or_generate(path: &Path) -> anyhow::Result<String> {
     if let Some(secret) = read_private(path)? {
         return Ok(secret);
     }
-    let secret = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let secret = generate();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -63,6 +59,38 @@ pub fn read_or_generate(path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!("generated a secret in {}", path.display());
     Ok(secret)
+}
+
+/// A new secret: 64 random hex digits (256 bits).
+pub fn generate() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Writes `secret` to `path` with mode 0600, replacing what was there
+/// (through a new file renamed into place, so a reader never sees half).
+pub fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    if read_private(path).ok().flatten().as_deref() == Some(secret) {
+        return Ok(());
+    }
+    let temp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let write = || -> std::io::Result<()> {
+        let mut file = options.open(&temp)?;
+        file.write_all(secret.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        anyhow::Error::from(e).context(format!("cannot write {}", path.display()))
+    })
 }
 
 #[cfg(test)]

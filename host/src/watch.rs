@@ -107,7 +107,7 @@ async fn redeploy(registry: Arc<ServiceRegistry>, deployer: Arc<Deployer>, name:
             return;
         }
     };
-    let record = deployer.record(&name);
+    let record = deployer.record(&name).await;
     if record.is_some_and(|r| r.seed.as_deref() == Some(content_hash(&bytes).as_str())) {
         return;
     }

@@ -59,6 +59,8 @@ pub struct AdminState {
     pub stats: Arc<crate::metrics::Stats>,
     /// `[admin] max_component_bytes`.
     pub max_component_bytes: usize,
+    /// The fleet's shared state, on a fleet.
+    pub fleet: Option<Arc<crate::fleet::FleetControl>>,
 }
 
 /// The admin router.
@@ -73,6 +75,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
                 .delete(services::remove),
         )
         .route("/services/{name}/rollback", post(services::rollback))
+        .route("/fleet", get(services::fleet))
         .route("/events", get(events::subscriptions))
         .route("/events/dead-letters", get(events::dead_letters))
         .route("/events/dead-letters/replay", post(events::replay))

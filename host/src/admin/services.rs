@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 pub(super) async fn list(State(state): State<Arc<AdminState>>) -> Json<Vec<ServiceStatus>> {
-    Json(state.deployer.status())
+    Json(state.deployer.status().await)
 }
 
 pub(super) async fn show(
@@ -20,10 +20,31 @@ pub(super) async fn show(
     state
         .deployer
         .status()
+        .await
         .into_iter()
         .find(|s| s.name == name)
         .map(Json)
         .ok_or_else(|| AdminError::NotFound(format!("there is no service `{name}`")))
+}
+
+/// `GET /fleet`: every host of the fleet and whether it serves the fleet's
+/// versions; 404 on a host that is not in a fleet.
+pub(super) async fn fleet(
+    State(state): State<Arc<AdminState>>,
+) -> Result<Json<crate::fleet::follow::FleetView>, AdminError> {
+    let Some(fleet) = &state.fleet else {
+        return Err(AdminError::NotFound(
+            "this host is not in a fleet ([backend] kind = \"embedded\")".into(),
+        ));
+    };
+    let internal = |e: anyhow::Error| AdminError::Internal(format!("{e:#}"));
+    let records = state.deployer.records().await.map_err(internal)?;
+    let reports = fleet.hosts().await.map_err(internal)?;
+    Ok(Json(crate::fleet::follow::view(
+        fleet.host(),
+        &records,
+        reports,
+    )))
 }
 
 /// Query of `PUT /services/{name}`.

@@ -3,12 +3,11 @@
 //!
 //! The host picks the store from the service the request was routed to; the
 //! guest only names a bucket inside it, so no identifier a guest can send
-//! reaches another service's data. Store calls (writes fsync) run on the
-//! blocking pool instead of stalling the async workers.
+//! reaches another service's data.
 
 use super::generated::bazaar::platform::kv;
 use super::generated::wasi::keyvalue::{atomics, batch, store};
-use crate::kvstore::{PAGE_LIMIT, ServiceStore, StoreError};
+use crate::kvstore::{self, PAGE_LIMIT, ServiceStore, StoreError};
 use crate::state::RequestState;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable, ResourceTableError};
@@ -100,56 +99,33 @@ pub(crate) fn bucket_name(
     Ok(table.get(bucket)?.name.clone())
 }
 
-/// Runs a store operation on the blocking pool.
-pub(crate) async fn run_blocking<T: Send + 'static>(
-    store: Arc<ServiceStore>,
-    op: impl FnOnce(&ServiceStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, KeyValueError> {
-    match tokio::task::spawn_blocking(move || op(&store)).await {
-        Ok(result) => Ok(result?),
-        Err(join) => Err(KeyValueError::Other(format!("store task failed: {join}"))),
-    }
-}
-
 impl KeyValueView<'_> {
     fn bucket(&self, bucket: &Resource<Bucket>) -> Result<String, KeyValueError> {
         bucket_name(self.table, bucket)
     }
 
-    /// A write: it waits for a commit (and its fsync), so it runs on the
-    /// blocking pool.
-    fn run<T: Send + 'static>(
-        &self,
-        name: &'static str,
-        op: impl FnOnce(&ServiceStore) -> Result<T, StoreError> + Send + 'static,
-    ) -> impl Future<Output = Result<T, KeyValueError>> + Send + 'static {
-        let service = Arc::clone(self.service);
-        let write = run_blocking(Arc::clone(self.store), op);
-        async move {
-            let started = std::time::Instant::now();
-            let result = write.await;
-            crate::metrics::kv_operation(&service, name, started.elapsed());
-            result
-        }
+    /// The service's name and store, owned, so a store call does not hold
+    /// the view (and its resource table) across an await.
+    fn handles(&self) -> (Arc<str>, Arc<ServiceStore>) {
+        (Arc::clone(self.service), Arc::clone(self.store))
     }
+}
 
-    /// A read: redb serves it from one snapshot without waiting for any
-    /// writer, so it runs right here, without a hand-off to another thread.
-    fn read<T>(
-        &self,
-        name: &'static str,
-        op: impl FnOnce(&ServiceStore) -> Result<T, StoreError>,
-    ) -> Result<T, KeyValueError> {
-        let started = std::time::Instant::now();
-        let result = op(self.store);
-        crate::metrics::kv_operation(self.service, name, started.elapsed());
-        Ok(result?)
-    }
+/// Runs a store operation of `service`, timing it for the metrics.
+async fn timed<T>(
+    service: &Arc<str>,
+    name: &'static str,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, KeyValueError> {
+    let started = std::time::Instant::now();
+    let result = op.await;
+    crate::metrics::kv_operation(service, name, started.elapsed());
+    Ok(result?)
 }
 
 impl store::Host for KeyValueView<'_> {
     async fn open(&mut self, identifier: String) -> Result<Resource<Bucket>, KeyValueError> {
-        let name = ServiceStore::bucket_name(&identifier)?;
+        let name = kvstore::bucket_name(&identifier)?;
         Ok(self.table.push(Bucket { name })?)
     }
 
@@ -165,7 +141,8 @@ impl store::HostBucket for KeyValueView<'_> {
         key: String,
     ) -> Result<Option<Vec<u8>>, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.read("get", |s| s.get(&bucket, &key))
+        let (service, store) = self.handles();
+        timed(&service, "get", store.get(&bucket, &key)).await
     }
 
     async fn set(
@@ -175,14 +152,14 @@ impl store::HostBucket for KeyValueView<'_> {
         value: Vec<u8>,
     ) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run("set", move |s| s.set_many(&bucket, &[(key, value)]))
-            .await
+        let (service, store) = self.handles();
+        timed(&service, "set", store.set_many(&bucket, vec![(key, value)])).await
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run("delete", move |s| s.delete_many(&bucket, &[key]))
-            .await
+        let (service, store) = self.handles();
+        timed(&service, "delete", store.delete_many(&bucket, vec![key])).await
     }
 
     async fn exists(
@@ -191,7 +168,8 @@ impl store::HostBucket for KeyValueView<'_> {
         key: String,
     ) -> Result<bool, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.read("exists", |s| s.exists(&bucket, &key))
+        let (service, store) = self.handles();
+        timed(&service, "exists", store.exists(&bucket, &key)).await
     }
 
     /// Pages by key: the cursor stands for the last key returned, kept in
@@ -202,6 +180,7 @@ impl store::HostBucket for KeyValueView<'_> {
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
+        let (service, store) = self.handles();
         let after = match cursor {
             None => None,
             Some(n) => Some(
@@ -218,7 +197,12 @@ impl store::HostBucket for KeyValueView<'_> {
                     })?,
             ),
         };
-        let (keys, more) = self.read("list_keys", |s| s.list_keys(&bucket, after.as_deref()))?;
+        let (keys, more) = timed(
+            &service,
+            "list_keys",
+            store.list_keys(&bucket, after.as_deref()),
+        )
+        .await?;
         let cursor = match keys.last() {
             Some(last) if more => {
                 if self.list_cursors.len() >= MAX_LIST_CURSORS {
@@ -249,8 +233,8 @@ impl atomics::Host for KeyValueView<'_> {
         delta: u64,
     ) -> Result<u64, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run("increment", move |s| s.increment(&bucket, &key, delta))
-            .await
+        let (service, store) = self.handles();
+        timed(&service, "increment", store.increment(&bucket, &key, delta)).await
     }
 }
 
@@ -261,14 +245,13 @@ impl batch::Host for KeyValueView<'_> {
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.read("get_many", |s| {
-            let values = s.get_many(&bucket, &keys)?;
-            Ok(keys
-                .into_iter()
-                .zip(values)
-                .map(|(k, v)| v.map(|v| (k, v)))
-                .collect())
-        })
+        let (service, store) = self.handles();
+        let values = timed(&service, "get_many", store.get_many(&bucket, &keys)).await?;
+        Ok(keys
+            .into_iter()
+            .zip(values)
+            .map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
     }
 
     async fn set_many(
@@ -277,8 +260,8 @@ impl batch::Host for KeyValueView<'_> {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run("set_many", move |s| s.set_many(&bucket, &key_values))
-            .await
+        let (service, store) = self.handles();
+        timed(&service, "set_many", store.set_many(&bucket, key_values)).await
     }
 
     async fn delete_many(
@@ -287,8 +270,8 @@ impl batch::Host for KeyValueView<'_> {
         keys: Vec<String>,
     ) -> Result<(), KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run("delete_many", move |s| s.delete_many(&bucket, &keys))
-            .await
+        let (service, store) = self.handles();
+        timed(&service, "delete_many", store.delete_many(&bucket, keys)).await
     }
 }
 
@@ -301,10 +284,14 @@ impl kv::Host for KeyValueView<'_> {
         limit: u32,
     ) -> Result<kv::Page, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
+        let (service, store) = self.handles();
         let limit = usize::try_from(limit).unwrap_or(PAGE_LIMIT);
-        let page = self.read("scan", |s| {
-            s.scan(&bucket, &prefix, start_after.as_deref(), limit)
-        })?;
+        let page = timed(
+            &service,
+            "scan",
+            store.scan(&bucket, &prefix, start_after.as_deref(), limit),
+        )
+        .await?;
         Ok(kv::Page {
             entries: page.entries,
             next: page.next,
@@ -319,9 +306,12 @@ impl kv::Host for KeyValueView<'_> {
         new: Option<Vec<u8>>,
     ) -> Result<bool, KeyValueError> {
         let bucket = self.bucket(&bucket)?;
-        self.run("compare_and_swap", move |s| {
-            s.compare_and_swap(&bucket, &key, expected, new)
-        })
+        let (service, store) = self.handles();
+        timed(
+            &service,
+            "compare_and_swap",
+            store.compare_and_swap(&bucket, &key, expected, new),
+        )
         .await
     }
 }

@@ -8,7 +8,7 @@
 //! moves them to the event log.
 
 use super::generated::bazaar::platform::transaction::{self, CommitError};
-use super::keyvalue::{Bucket, KeyValueError, bucket_name, run_blocking};
+use super::keyvalue::{Bucket, KeyValueError, bucket_name};
 use crate::context::RequestContext;
 use crate::events::{MAX_PAYLOAD, StoredEvent, now_ms};
 use crate::kvstore::{Batch, Condition, StoreError, Write};
@@ -118,13 +118,10 @@ pub(crate) async fn commit_with_events(
     }
     let publishes = !batch.outbox.is_empty();
 
-    let result = run_blocking(Arc::clone(&service.store), move |store| {
-        match store.commit(&batch) {
-            Err(StoreError::Conflict { key, .. }) => Ok(Err(key)),
-            other => other.map(Ok),
-        }
-    })
-    .await;
+    let result = match service.store.commit(batch).await {
+        Err(StoreError::Conflict { key, .. }) => Ok(Err(key)),
+        other => other.map(Ok),
+    };
     match result {
         Ok(Ok(())) => {
             if publishes {
@@ -136,7 +133,7 @@ pub(crate) async fn commit_with_events(
             Ok(ids)
         }
         Ok(Err(key)) => Err(CommitError::Conflict(key)),
-        Err(e) => Err(CommitError::Store(e.into_guest())),
+        Err(e) => Err(CommitError::Store(KeyValueError::from(e).into_guest())),
     }
 }
 

@@ -58,6 +58,18 @@ impl AdminClient {
             .bearer_auth(&self.token)
     }
 
+    /// Like [`AdminClient::exchange`], but a 404 answer is `None`.
+    pub async fn exchange_optional<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<Option<T>> {
+        match self.exchange(request).await {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if e.to_string().ends_with("(HTTP 404 Not Found)") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends `request` and decodes its JSON answer; an error answer becomes
     /// an error carrying the host's message.
     pub async fn exchange<T: serde::de::DeserializeOwned>(

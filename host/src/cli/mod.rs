@@ -10,6 +10,7 @@ pub use client::{AdminArgs, AdminClient};
 use crate::config::{ConfigValue, GatewayConfig, ServiceSpec};
 use crate::deploy::{DeployOutcome, RemoveOutcome, ServiceStatus};
 use crate::events::{DeadLetter, SubscriptionStats};
+use crate::fleet::follow::FleetView;
 use crate::host;
 use crate::loader::short;
 use anyhow::Context as _;
@@ -86,6 +87,15 @@ pub enum Command {
     },
     /// List services with their version, origin, routes and state.
     Services {
+        /// How to reach the admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// On a fleet: every host, and whether it serves the fleet's versions.
+    Fleet {
         /// How to reach the admin API.
         #[command(flatten)]
         admin: AdminArgs,
@@ -264,7 +274,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let services: Vec<ServiceStatus> = client
                 .exchange(client.request(Method::GET, "/services"))
                 .await?;
-            show(json, &services, print::services)
+            show(json, &services, print::services)?;
+            if !json {
+                // On a fleet, which hosts serve these versions.
+                if let Some(fleet) = client
+                    .exchange_optional::<FleetView>(client.request(Method::GET, "/fleet"))
+                    .await?
+                {
+                    println!();
+                    print::fleet(&fleet);
+                }
+            }
+            Ok(())
+        }
+        Command::Fleet { admin, json } => {
+            let client = AdminClient::new(&config, admin)?;
+            let fleet: FleetView = client
+                .exchange(client.request(Method::GET, "/fleet"))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&fleet)?);
+            } else {
+                print::fleet(&fleet);
+            }
+            Ok(())
         }
         Command::Events { admin, json } => {
             let client = AdminClient::new(&config, admin)?;

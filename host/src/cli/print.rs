@@ -2,6 +2,7 @@
 
 use crate::deploy::ServiceStatus;
 use crate::events::{DeadLetter, SubscriptionStats};
+use crate::fleet::follow::FleetView;
 use crate::loader::short;
 
 /// `bazaar services`.
@@ -37,6 +38,48 @@ pub fn services(services: &[ServiceStatus]) {
         if let Some(error) = &s.error {
             println!("  error: {error}");
         }
+    }
+}
+
+/// `bazaar fleet`, and the end of `bazaar services` on a fleet.
+pub fn fleet(fleet: &FleetView) {
+    let converged = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.alive && h.converged)
+        .count();
+    let alive = fleet.hosts.iter().filter(|h| h.alive).count();
+    println!(
+        "FLEET ({converged} of {alive} live hosts serve the fleet's versions; this is {})",
+        fleet.host
+    );
+    println!("{:<24} {:<22} {:<10} BEHIND", "HOST", "GATEWAY", "STATE");
+    for h in &fleet.hosts {
+        let state = match (h.alive, h.converged) {
+            (false, _) => "gone",
+            (true, true) => "converged",
+            (true, false) => "behind",
+        };
+        let behind: Vec<String> = h
+            .behind
+            .iter()
+            .map(|(service, serving)| {
+                let wanted = fleet.versions.get(service).map_or("-", |v| short(v));
+                let serving = if serving == "-" { "-" } else { short(serving) };
+                format!("{service} {serving}→{wanted}")
+            })
+            .collect();
+        println!(
+            "{:<24} {:<22} {:<10} {}",
+            h.host,
+            h.gateway,
+            state,
+            if behind.is_empty() {
+                "-".to_owned()
+            } else {
+                behind.join(", ")
+            }
+        );
     }
 }
 

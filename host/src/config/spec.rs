@@ -182,7 +182,7 @@ impl ServiceSpec {
         for topic in self.publishes.iter().chain(&self.subscribes) {
             if !is_valid_topic(topic) {
                 return Err(format!(
-                    "service `{name}`: topic `{topic}` must be 1-128 characters of a-z, 0-9, `-`, `_` or `.`"
+                    "service `{name}`: topic `{topic}` must be 1-128 characters of a-z, 0-9, `-`, `_` or `.`, with no empty word between dots"
                 ));
             }
         }
@@ -271,8 +271,11 @@ pub fn is_valid_service_name(name: &str) -> bool {
 
 /// Topic names appear in URLs and log lines, so keep them plain.
 pub fn is_valid_topic(topic: &str) -> bool {
+    // Dots separate words (`orders.placed`), never empty ones: a topic is
+    // also a NATS subject on a fleet.
     !topic.is_empty()
         && topic.len() <= 128
+        && topic.split('.').all(|word| !word.is_empty())
         && topic.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
         })
@@ -310,5 +313,14 @@ mod tests {
         spec.publishes.clear();
         spec.calls = vec!["Nope!".into()];
         assert!(spec.validate("s").unwrap_err().contains("Nope!"));
+    }
+
+    #[test]
+    fn topics_have_no_empty_words() {
+        assert!(is_valid_topic("orders.placed"));
+        assert!(is_valid_topic("order-placed_v2"));
+        for bad in [".orders", "orders.", "orders..placed", "", "a*b", "a>b"] {
+            assert!(!is_valid_topic(bad), "{bad:?}");
+        }
     }
 }

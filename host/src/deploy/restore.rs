@@ -9,7 +9,6 @@
 use super::{Deployer, Seed};
 use crate::control::{Origin, ServiceRecord, VersionRecord};
 use crate::events::now_ms;
-use crate::kvstore::ServiceStore;
 use crate::loader::{LoadedService, content_hash, short};
 use crate::registry::{RegistrySnapshot, ServiceContext, ServiceSlot};
 use anyhow::Context as _;
@@ -48,7 +47,8 @@ impl Deployer {
         let _serial = self.lock.lock().await;
         let records: BTreeMap<String, ServiceRecord> = self
             .control
-            .all()?
+            .all()
+            .await?
             .into_iter()
             .map(|r| (r.name.clone(), r))
             .collect();
@@ -86,9 +86,8 @@ impl Deployer {
         let mut pending = Vec::new();
         let mut slots = Vec::new();
         for plan in plans {
-            let store = ServiceStore::open(&self.data_dir, &plan.name)?;
-            let context =
-                ServiceContext::new(&plan.name, plan.spec.clone(), Arc::new(store), &self.env)?;
+            let store = self.stores.open(&plan.name).await?;
+            let context = ServiceContext::new(&plan.name, plan.spec.clone(), store, &self.env)?;
             let slot = Arc::new(ServiceSlot::new(Arc::new(context), None));
             slot.set_starting(true);
             slots.push(Arc::clone(&slot));
@@ -121,7 +120,15 @@ impl Deployer {
                 _ => "nothing to load".into(),
             }),
         };
-        let _serial = self.lock.lock().await;
+        let _serial = match self.change_lock(&plan.name).await {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::error!(service = %plan.name, "{e}");
+                slot.set_error(Some(e.to_string()));
+                slot.set_starting(false);
+                return;
+            }
+        };
         // A deploy, rollback or removal that landed meanwhile wins.
         let still_ours = self
             .registry
@@ -131,10 +138,16 @@ impl Deployer {
             slot.set_starting(false);
             return;
         }
+        // On a fleet another host may have changed the record since it was
+        // read; build on the newest.
+        if let Ok(Some(mut fresh)) = self.control.get(&plan.name).await {
+            fresh.origin = plan.record.origin;
+            fresh.spec = plan.record.spec.clone();
+            plan.record = fresh;
+        }
         let mut changed = Vec::new();
         let loaded = self.settle(&mut plan, loaded, &mut changed).await;
-        let refs: Vec<&ServiceRecord> = changed.iter().collect();
-        if let Err(e) = self.control.put(&refs) {
+        if let Err(e) = self.control.put(changed).await {
             tracing::error!(service = %plan.name, error = format!("{e:#}"), "cannot record the start-up deploy");
         }
         match loaded {
@@ -176,10 +189,9 @@ impl Deployer {
                 let current = plan.record.current_record()?.clone();
                 let artifacts = Arc::clone(&self.artifacts);
                 Some(tokio::spawn(async move {
-                    let version = current.version.clone();
-                    let bytes = tokio::task::spawn_blocking(move || artifacts.get(&version))
+                    let bytes = artifacts
+                        .load(&current.version)
                         .await
-                        .map_err(|e| e.to_string())?
                         .map_err(|e| format!("service `{name}`: {e:#}"))?;
                     loader
                         .load(
@@ -211,11 +223,9 @@ impl Deployer {
     ) -> Result<LoadedService, String> {
         let loaded = match (&plan.source, loaded) {
             (Source::File { bytes, hash }, Ok(loaded)) => {
-                let artifacts = Arc::clone(&self.artifacts);
-                let (stored, bytes) = (hash.clone(), Arc::clone(bytes));
-                tokio::task::spawn_blocking(move || artifacts.put(&stored, &bytes))
+                self.artifacts
+                    .save(hash, Arc::clone(bytes))
                     .await
-                    .map_err(|e| e.to_string())?
                     .map_err(|e| format!("{e:#}"))?;
                 let record = &mut plan.record;
                 record.seed = Some(hash.clone());

@@ -47,12 +47,25 @@ pub struct VersionStatus {
 
 impl Deployer {
     /// Every service the host runs, by name.
-    pub fn status(&self) -> Vec<ServiceStatus> {
+    pub async fn status(&self) -> Vec<ServiceStatus> {
+        let records: std::collections::HashMap<String, crate::control::ServiceRecord> = self
+            .records()
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot read the deployment records"
+                );
+                Vec::new()
+            })
+            .into_iter()
+            .map(|r| (r.name.clone(), r))
+            .collect();
         self.registry
             .load()
             .services()
             .map(|slot| {
-                let record = self.record(slot.name());
+                let record = records.get(slot.name());
                 let current = slot.current();
                 let spec = &slot.context.spec;
                 let versions = record

@@ -183,6 +183,7 @@ impl Delivery {
             };
             let pending = match self.log.next(sub.clone()).await {
                 Ok(Some(pending)) => pending,
+                Ok(None) if self.log.long_polls() => continue,
                 Ok(None) => {
                     tokio::select! {
                         _ = wake.notified() => {}

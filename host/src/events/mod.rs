@@ -13,12 +13,13 @@
 //!    the dead letters. One worker per subscription keeps publish order.
 //!
 //! The log is behind the [`EventLog`] trait. [`embedded::EmbeddedLog`] keeps
-//! it in one redb file; a NATS JetStream log for a fleet of hosts would be a
-//! second implementation (a stream per topic, a durable consumer per
-//! subscription), with the relay and the workers unchanged.
+//! it in one redb file; [`jetstream::JetStreamLog`] keeps it in NATS
+//! JetStream for a fleet of hosts (a durable consumer per subscription),
+//! with the relay and the workers unchanged.
 
 pub mod delivery;
 pub mod embedded;
+pub mod jetstream;
 pub mod relay;
 
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// The next event for `sub`: a replayed dead letter first, then the
     /// next event of the topic.
     fn next(&self, sub: Subscription) -> BoxFuture<'_, anyhow::Result<Option<Pending>>>;
+
+    /// Whether `next` itself waits a while for an event when there is none
+    /// (so a worker asks again at once instead of sleeping).
+    fn long_polls(&self) -> bool {
+        false
+    }
 
     /// Marks `pending` handled.
     fn ack(&self, sub: Subscription, pending: Pending) -> BoxFuture<'_, anyhow::Result<()>>;

@@ -1,9 +1,11 @@
 //! Moves events from each service's outbox to the [`EventLog`].
 //!
 //! It wakes when a commit rings the outbox bell, and once a second anyway,
-//! so an event left in an outbox by a crash is relayed after the restart.
-//! An outbox entry is trimmed only after the log has it, and the log skips
-//! entries it already took, so each event is appended exactly once.
+//! so an event left in an outbox by a crash is relayed after the restart
+//! (and, on a fleet, events committed through other hosts are relayed even
+//! if their host died). An outbox entry is trimmed only after the log has
+//! it, and the log skips entries it already took, so each event is
+//! appended exactly once.
 
 use super::delivery::Delivery;
 use super::{EventLog, StoredEvent};
@@ -66,22 +68,18 @@ impl Relay {
     }
 
     async fn drain_one(&self, name: &str, store: &Arc<ServiceStore>) -> anyhow::Result<()> {
-        loop {
-            let reader = Arc::clone(store);
-            let page = tokio::task::spawn_blocking(move || reader.outbox_page(BATCH)).await??;
-            let Some(&(last, _)) = page.last() else {
-                return Ok(());
-            };
+        while let Some(page) = store.outbox_take(BATCH).await? {
             let entries = page
-                .into_iter()
-                .map(|(seq, bytes)| Ok((seq, StoredEvent::decode(&bytes)?)))
+                .entries
+                .iter()
+                .map(|(seq, bytes)| Ok((*seq, StoredEvent::decode(bytes)?)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let grown = self.log.append(name.to_owned(), entries).await?;
-            let trimmer = Arc::clone(store);
-            tokio::task::spawn_blocking(move || trimmer.outbox_remove_through(last)).await??;
+            store.outbox_done(page).await?;
             for topic in grown {
                 self.delivery.wake_topic(&topic);
             }
         }
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use crate::calls::ServiceCalls;
 use crate::config::{ServiceLimits, ServiceSpec};
 use crate::context::RequestContext;
 use crate::engine::PoolLimits;
-use crate::kvstore::ServiceStore;
+use crate::kvstore::{EmbeddedStore, ServiceStore};
 use crate::registry::{ServiceContext, ServiceEnv, ServiceRegistry};
 use crate::state::RequestState;
 use std::path::Path;
@@ -57,7 +57,9 @@ impl TrialRun {
     /// A trial runner with a scratch store under `data_dir`, running with
     /// `env`'s default limits.
     pub fn open(sandbox: Sandbox, data_dir: &Path, env: &ServiceEnv) -> anyhow::Result<Self> {
-        let store = ServiceStore::open(&data_dir.join("trial"), TRIAL_SERVICE)?;
+        // Always a local scratch file: a trial writes nothing anyone keeps.
+        let store =
+            ServiceStore::Embedded(EmbeddedStore::open(&data_dir.join("trial"), TRIAL_SERVICE)?);
         let calls = ServiceCalls::new(Arc::new(ServiceRegistry::default()), Weak::new(), 1);
         Ok(Self {
             sandbox,

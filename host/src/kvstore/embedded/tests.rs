@@ -1,8 +1,8 @@
 use super::*;
 
-fn store() -> (ServiceStore, PathBuf) {
+fn store() -> (EmbeddedStore, PathBuf) {
     let dir = std::env::temp_dir().join(format!("bazaar-kv-{}", uuid::Uuid::new_v4()));
-    (ServiceStore::open(&dir, "svc").expect("open store"), dir)
+    (EmbeddedStore::open(&dir, "svc").expect("open store"), dir)
 }
 
 fn set(bucket: &str, key: &str, value: &[u8]) -> Write {
@@ -172,8 +172,8 @@ fn outbox_entries_keep_their_order_and_sequence_across_trims() {
 
 #[test]
 fn host_tables_are_not_guest_buckets() {
-    assert!(ServiceStore::bucket_name("__bazaar/outbox").is_err());
-    assert_eq!(ServiceStore::bucket_name("").expect("default"), "default");
+    assert!(crate::kvstore::bucket_name("__bazaar/outbox").is_err());
+    assert_eq!(crate::kvstore::bucket_name("").expect("default"), "default");
 }
 
 #[test]
