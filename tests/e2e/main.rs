@@ -10,6 +10,7 @@ mod cli;
 mod data;
 mod deploy;
 mod events;
+mod fleet;
 mod hostile;
 mod lifecycle;
 mod observe;

@@ -434,6 +434,14 @@ impl BinaryHost {
     }
 }
 
+impl Drop for BinaryHost {
+    /// A host a failed test leaves behind does not outlive the test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A gateway file for the binary in `dir`, with absolute component paths,
 /// data in `dir/data` and a fixed admin port, returning its path.
 pub fn binary_config(dir: &Path, services: &str) -> PathBuf {
