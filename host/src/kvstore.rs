@@ -75,6 +75,48 @@ pub struct Batch {
     pub outbox: Vec<Vec<u8>>,
 }
 
+impl Batch {
+    /// Sets `key` to `new` (`None` deletes) only if it holds exactly
+    /// `expected` (`None` meaning absent).
+    pub fn compare_and_swap(
+        bucket: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Self {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let write = match new {
+            Some(value) => Write::Set {
+                bucket: bucket.clone(),
+                key: key.clone(),
+                value,
+            },
+            None => Write::Delete {
+                bucket: bucket.clone(),
+                key: key.clone(),
+            },
+        };
+        Self {
+            conditions: vec![Condition {
+                bucket,
+                key,
+                expected,
+            }],
+            writes: vec![write],
+            outbox: Vec::new(),
+        }
+    }
+}
+
+/// Whether a compare-and-swap batch applied: a failed condition is `false`.
+pub fn swapped(result: Result<(), StoreError>) -> Result<bool, StoreError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Entries of one scan page and where the next starts.
 pub struct ScanPage {
     /// Keys and values in key order.
@@ -270,32 +312,10 @@ impl ServiceStore {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        let write = match new {
-            Some(value) => Write::Set {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                value,
-            },
-            None => Write::Delete {
-                bucket: bucket.clone(),
-                key: key.clone(),
-            },
-        };
-        let batch = Batch {
-            conditions: vec![Condition {
-                bucket,
-                key,
-                expected,
-            }],
-            writes: vec![write],
-            outbox: Vec::new(),
-        };
-        match self.commit(batch).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        swapped(
+            self.commit(Batch::compare_and_swap(bucket, key, expected, new))
+                .await,
+        )
     }
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and

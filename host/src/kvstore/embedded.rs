@@ -12,7 +12,7 @@
 //! [`Batch`] are committed in the same transaction as its writes, and the
 //! event relay moves them to the event log afterwards.
 
-use super::{Batch, Condition, PAGE_LIMIT, ScanPage, StoreError, Write};
+use super::{Batch, PAGE_LIMIT, ScanPage, StoreError, Write};
 use anyhow::Context as _;
 use group::{Done, GroupCommit, Op};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
@@ -145,32 +145,7 @@ impl EmbeddedStore {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, StoreError> {
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        let write = match new {
-            Some(value) => Write::Set {
-                bucket: bucket.clone(),
-                key: key.clone(),
-                value,
-            },
-            None => Write::Delete {
-                bucket: bucket.clone(),
-                key: key.clone(),
-            },
-        };
-        let batch = Batch {
-            conditions: vec![Condition {
-                bucket,
-                key,
-                expected,
-            }],
-            writes: vec![write],
-            outbox: Vec::new(),
-        };
-        match self.commit(&batch) {
-            Ok(()) => Ok(true),
-            Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        super::swapped(self.commit(&Batch::compare_and_swap(bucket, key, expected, new)))
     }
 
     /// Checks every condition of `batch`, then applies its writes and

@@ -83,6 +83,24 @@ pub fn schema_of(service: &str) -> String {
     format!("\"svc_{cut}_{hash}\"")
 }
 
+/// Evaluates `$once` (an [`Attempt`]) with `$client`, a pooled connection,
+/// until it is done, retrying conflicts and lost connections as [`Retry`]
+/// paces them; the value of the `Result<T, StoreError>` it ends with, or
+/// an early return of the error.
+macro_rules! retrying {
+    ($self:ident, $what:literal, |$client:ident| $once:expr) => {{
+        let mut retry = Retry::default();
+        loop {
+            let mut held = $self.pg.get().await.map_err(|e| storage(e, $what))?;
+            let $client = &mut held;
+            match $once {
+                Attempt::Done(result) => break result.map_err(|e| storage(e, $what))?,
+                Attempt::Retry(e) => retry.again(e, held).await.map_err(|e| storage(e, $what))?,
+            }
+        }
+    }};
+}
+
 fn storage(e: PgError, what: &str) -> StoreError {
     StoreError::Storage(anyhow::Error::from(e).context(format!("cannot {what} in PostgreSQL")))
 }
@@ -232,17 +250,9 @@ impl PgStore {
         } else {
             IsolationLevel::Serializable
         };
-        let mut retry = Retry::default();
-        loop {
-            let mut client = self.pg.get().await.map_err(|e| storage(e, "write"))?;
-            match self.commit_once(&mut client, batch, level).await {
-                Attempt::Done(result) => return result.map_err(|e| storage(e, "write"))?,
-                Attempt::Retry(e) => retry
-                    .again(e, client)
-                    .await
-                    .map_err(|e| storage(e, "write"))?,
-            }
-        }
+        retrying!(self, "write", |client| self
+            .commit_once(client, batch, level)
+            .await)
     }
 
     async fn commit_once(
@@ -329,17 +339,9 @@ impl PgStore {
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0)
     /// and returns the new value, atomically.
     pub async fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, StoreError> {
-        let mut retry = Retry::default();
-        loop {
-            let mut client = self.pg.get().await.map_err(|e| storage(e, "increment"))?;
-            match self.increment_once(&mut client, bucket, key, delta).await {
-                Attempt::Done(result) => return result.map_err(|e| storage(e, "increment"))?,
-                Attempt::Retry(e) => retry
-                    .again(e, client)
-                    .await
-                    .map_err(|e| storage(e, "increment"))?,
-            }
-        }
+        retrying!(self, "increment", |client| self
+            .increment_once(client, bucket, key, delta)
+            .await)
     }
 
     async fn increment_once(
@@ -461,27 +463,16 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let mut retry = Retry::default();
-        loop {
-            let client = self.pg.get().await.map_err(|e| storage(e, "read"))?;
+        retrying!(self, "read", |client| {
             let result = match client.prepare_cached(sql).await {
                 Ok(statement) => client.query(&statement, params).await,
                 Err(e) => Err(e),
             };
             match result {
-                Ok(rows) => return Ok(rows),
-                Err(e) => {
-                    let e = PgError::Query(e);
-                    if !e.is_connection() {
-                        return Err(storage(e, "read"));
-                    }
-                    retry
-                        .again(e, client)
-                        .await
-                        .map_err(|e| storage(e, "read"))?;
-                }
+                Ok(rows) => Attempt::Done(Ok(Ok(rows))),
+                Err(e) => Attempt::before_commit(e),
             }
-        }
+        })
     }
 }
 

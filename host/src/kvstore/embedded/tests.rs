@@ -1,4 +1,5 @@
 use super::*;
+use crate::kvstore::Condition;
 
 fn store() -> (EmbeddedStore, PathBuf) {
     let dir = std::env::temp_dir().join(format!("bazaar-kv-{}", uuid::Uuid::new_v4()));
