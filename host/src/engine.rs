@@ -2,20 +2,16 @@
 //!
 //! Everything per-request work can avoid is done here once: the pooling
 //! allocator reserves instance slots up front, epoch interruption lets the
-//! runtime bound guest CPU time without a per-call check, and compiled code
-//! is cached on disk by content hash so a restart or a redeploy of a known
-//! component skips Cranelift.
+//! runtime bound guest CPU time without a per-call check. Compiled code is
+//! cached on disk by content hash ([`crate::codecache`]) so a restart or a
+//! redeploy of a known component skips Cranelift.
 
 use crate::config::RuntimeSection;
 use crate::state::RequestState;
 use anyhow::Context as _;
-use std::path::Path;
 use std::time::Duration;
 use wasmtime::component::Linker;
-use wasmtime::{
-    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig,
-};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances: how often a running guest yields to other
 /// tasks and has its CPU time checked (the time itself is measured by the
@@ -54,9 +50,9 @@ impl PoolLimits {
     }
 }
 
-/// Builds the engine: pooling allocator sized by `runtime`, epoch
-/// interruption, and an on-disk code cache in `cache_dir`.
-pub fn build_engine(runtime: &RuntimeSection, cache_dir: &Path) -> anyhow::Result<Engine> {
+/// Builds the engine: pooling allocator sized by `runtime` and epoch
+/// interruption (compiled code is cached by [`crate::codecache`]).
+pub fn build_engine(runtime: &RuntimeSection) -> anyhow::Result<Engine> {
     let limits = PoolLimits::of(runtime);
     let mut pool = PoolingAllocationConfig::new();
     let instances = runtime.max_instances;
@@ -87,20 +83,10 @@ pub fn build_engine(runtime: &RuntimeSection, cache_dir: &Path) -> anyhow::Resul
             Enabled::No
         });
 
-    std::fs::create_dir_all(cache_dir)
-        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
-    let mut cache = CacheConfig::new();
-    cache.with_directory(cache_dir);
-
     let mut config = Config::new();
     config
         .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        .cache(Some(
-            Cache::new(cache)
-                .map_err(anyhow::Error::from)
-                .context("cannot set up the compiled-code cache")?,
-        ));
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("cannot create the Wasm engine")

@@ -5,6 +5,7 @@
 use crate::admin::{self, AdminState};
 use crate::artifacts::ArtifactStore;
 use crate::auth::{ApiKeys, TokenAuthority};
+use crate::codecache::{self, CodeCache};
 use crate::config::BackendKind;
 use crate::config::GatewayConfig;
 use crate::control::{Control, ControlDb};
@@ -105,7 +106,8 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
             "the admin API listens beyond loopback without TLS: its bearer token travels in clear text; keep it on 127.0.0.1 or put TLS in front"
         );
     }
-    let engine = engine::build_engine(&config.runtime, &config.cache_dir())?;
+    let engine = engine::build_engine(&config.runtime)?;
+    let code_cache = CodeCache::new(&engine, &config.cache_dir(), codecache::DEFAULT_LIMIT)?;
     engine::start_epoch_ticker(&engine)?;
     let linker = engine::build_linker(&engine)?;
 
@@ -173,7 +175,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         ),
     };
     let deployer = Arc::new(Deployer::new(DeployerParts {
-        loader: ComponentLoader::new(engine, linker, trial),
+        loader: ComponentLoader::new(engine, linker, trial, code_cache),
         control,
         artifacts: Arc::new(artifacts),
         registry: Arc::clone(&registry),

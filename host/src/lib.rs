@@ -63,6 +63,7 @@ pub mod auth;
 pub mod calls;
 pub mod capability;
 pub mod cli;
+pub mod codecache;
 pub mod config;
 pub mod context;
 pub mod control;

@@ -8,6 +8,7 @@
 //! blocking pool, never on a request's thread.
 
 use crate::capability::EventHandlerPre;
+use crate::codecache::CodeCache;
 use crate::config::{ServiceLimits, ServiceSpec};
 use crate::engine::PoolLimits;
 use crate::runtime::{TrialFailure, TrialRun};
@@ -137,16 +138,25 @@ pub struct ComponentLoader {
     linker: Arc<Linker<RequestState>>,
     /// Instantiates each new component once before it may serve.
     trial: Arc<TrialRun>,
+    /// Compiled components by content hash.
+    code: CodeCache,
 }
 
 impl ComponentLoader {
     /// A loader for `engine`, checking imports against `linker` and
-    /// instantiating each component once with `trial`.
-    pub fn new(engine: Engine, linker: Linker<RequestState>, trial: TrialRun) -> Self {
+    /// instantiating each component once with `trial`, keeping compiled
+    /// code in `code`.
+    pub fn new(
+        engine: Engine,
+        linker: Linker<RequestState>,
+        trial: TrialRun,
+        code: CodeCache,
+    ) -> Self {
         Self {
             engine,
             linker: Arc::new(linker),
             trial: Arc::new(trial),
+            code,
         }
     }
 
@@ -164,12 +174,12 @@ impl ComponentLoader {
         let linker = Arc::clone(&self.linker);
         let pool = self.trial.pool();
         let size = bytes.len();
-        let (component, instance_pre) =
-            tokio::task::spawn_blocking(move || compile(&engine, &linker, &bytes, pool))
-                .await
-                .map_err(|join| {
-                    LoadError::Invalid(format!("the compiler task failed: {join}"))
-                })??;
+        let (code, hash) = (self.code.clone(), version.clone());
+        let (component, instance_pre) = tokio::task::spawn_blocking(move || {
+            compile(&engine, &linker, &code, &hash, &bytes, pool)
+        })
+        .await
+        .map_err(|join| LoadError::Invalid(format!("the compiler task failed: {join}")))??;
         let version: Arc<str> = version.into();
         self.trial
             .instantiate(&instance_pre, &version, limits)
@@ -198,6 +208,8 @@ pub fn content_hash(bytes: &[u8]) -> String {
 fn compile(
     engine: &Engine,
     linker: &Linker<RequestState>,
+    code: &CodeCache,
+    hash: &str,
     bytes: &[u8],
     pool: PoolLimits,
 ) -> Result<(Component, InstancePre<RequestState>), LoadError> {
@@ -209,7 +221,9 @@ fn compile(
         }
         _ => return Err(LoadError::NotWasm),
     }
-    let component = Component::new(engine, bytes).map_err(|e| compile_error(e, pool))?;
+    let component = code
+        .load_or_compile(engine, hash, bytes)
+        .map_err(|e| compile_error(e, pool))?;
     let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::UnsatisfiedImport(format!("{e:#}")))?;
