@@ -12,7 +12,8 @@
 //! # Layout
 //!
 //! - [`config`]: `gateway.toml`, parsed and checked; a service's [`config::ServiceSpec`].
-//! - [`engine`]: the one wasmtime `Engine` and `Linker` (pooling, epochs, code cache).
+//! - [`engine`]: the one wasmtime `Engine` and `Linker` (pooling, epochs).
+//! - [`codecache`]: compiled components on disk by content hash.
 //! - [`loader`]: component bytes → a checked, pre-instantiated [`loader::LoadedService`].
 //! - [`artifacts`]: every deployed component, by content hash.
 //! - [`control`]: the deployment records (current version, history, live services).
