@@ -10,8 +10,11 @@
 //! so a file another engine wrote is never mistaken for this one's.
 
 use anyhow::Context as _;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -24,6 +27,12 @@ pub struct CodeCache {
     fingerprint: String,
     /// Bytes of compiled code kept at most; the least recently used go first.
     limit: u64,
+    /// One lock per content hash being loaded, so that services deploying
+    /// the same component at once (a thousand at start-up, say) compile it
+    /// once and the rest map the file the first one wrote.
+    loading: Arc<Mutex<HashMap<String, Weak<Mutex<()>>>>>,
+    /// Components compiled (not found in the cache) since start-up.
+    compiled: Arc<AtomicU64>,
 }
 
 /// How much compiled code a cache keeps unless told otherwise.
@@ -41,6 +50,8 @@ impl CodeCache {
             dir: dir.to_owned(),
             fingerprint: format!("{:016x}", hasher.finish()),
             limit,
+            loading: Arc::default(),
+            compiled: Arc::default(),
         })
     }
 
@@ -57,6 +68,8 @@ impl CodeCache {
         hash: &str,
         bytes: &[u8],
     ) -> wasmtime::Result<Component> {
+        let turn = self.turn(hash);
+        let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
         let path = self.path(hash);
         if path.exists() {
             // SAFETY: files named `<hash>-<fingerprint>.cwasm` in this
@@ -84,6 +97,7 @@ impl CodeCache {
             }
         }
         let component = Component::new(engine, bytes)?;
+        self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self
             .store(&path, &component)
             .and_then(|()| self.trim(self.limit))
@@ -92,6 +106,23 @@ impl CodeCache {
             tracing::warn!(path = %path.display(), error = format!("{e:#}"), "cannot cache a compiled component");
         }
         Ok(component)
+    }
+
+    /// How many components this cache had to compile since start-up.
+    pub fn compiled(&self) -> u64 {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    /// The lock of `hash`, shared by every load of it in progress.
+    fn turn(&self, hash: &str) -> Arc<Mutex<()>> {
+        let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(turn) = loading.get(hash).and_then(Weak::upgrade) {
+            return turn;
+        }
+        loading.retain(|_, turn| turn.strong_count() > 0);
+        let turn = Arc::new(Mutex::new(()));
+        loading.insert(hash.to_owned(), Arc::downgrade(&turn));
+        turn
     }
 
     fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -164,6 +195,67 @@ mod tests {
         cache
             .load_or_compile(&engine, "aa", b"not wasm at all")
             .expect("loads from the cache");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A component whose one core module defines `functions` functions,
+    /// so that compiling it takes a while.
+    fn component_with(functions: usize) -> Vec<u8> {
+        fn leb(mut n: usize, out: &mut Vec<u8>) {
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                out.push(byte | if n > 0 { 0x80 } else { 0 });
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        fn section(out: &mut Vec<u8>, id: u8, body: &[u8]) {
+            out.push(id);
+            leb(body.len(), out);
+            out.extend_from_slice(body);
+        }
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        section(&mut module, 1, &[1, 0x60, 0, 1, 0x7f]); // one type: () -> i32
+        let mut funcs = Vec::new();
+        leb(functions, &mut funcs);
+        funcs.resize(funcs.len() + functions, 0);
+        section(&mut module, 3, &funcs);
+        let mut code = Vec::new();
+        leb(functions, &mut code);
+        for _ in 0..functions {
+            code.extend_from_slice(&[4, 0, 0x41, 0, 0x0b]); // i32.const 0
+        }
+        section(&mut module, 10, &code);
+        let mut component = EMPTY_COMPONENT.to_vec();
+        section(&mut component, 1, &module); // a core module
+        component
+    }
+
+    #[test]
+    fn concurrent_loads_of_one_hash_compile_it_once() {
+        let (engine, cache, dir) = cache();
+        let bytes = Arc::new(component_with(3000));
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let loads: Vec<_> = (0..4)
+            .map(|_| {
+                let (engine, cache) = (engine.clone(), cache.clone());
+                let (bytes, start) = (Arc::clone(&bytes), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    cache.load_or_compile(&engine, "same", &bytes).map(drop)
+                })
+            })
+            .collect();
+        for load in loads {
+            load.join().unwrap().expect("loads");
+        }
+        assert_eq!(
+            cache.compiled(),
+            1,
+            "one compile for one hash, however many ask"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 
