@@ -34,6 +34,8 @@ def parse_args(argv):
     p.add_argument("--warm-option", default="instance_reuse = 1000",
                    help="the TOML line that turns warm instances on for a service")
     p.add_argument("--no-warm", action="store_true", help="skip the warm-instance cases")
+    p.add_argument("--many-services", type=int, default=0,
+                   help="small services of the many-services start-up (1000; smoke 20)")
     p.add_argument("--only", default=",".join(SECTIONS),
                    help="sections to run: " + ",".join(SECTIONS))
     p.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)
@@ -68,6 +70,7 @@ def context(args):
         ),
         extra_services=args.extra_services or (3 if args.smoke else 50),
         warm_starts=1 if args.smoke else 3,
+        many_services=args.many_services or (20 if args.smoke else 1000),
         warm_option_text=None if args.no_warm else args.warm_option,
         warm_option=None if args.no_warm else tomllib.loads(args.warm_option),
         log=lambda text: print(text, file=sys.stderr, flush=True),
@@ -116,6 +119,7 @@ def main(argv):
         result["hot_swap"] = lifecycle.hot_swap(ctx)
     if "startup" in only:
         result["startup"] = lifecycle.startup(ctx)
+        result["many_services"] = lifecycle.many_services(ctx)
     if args.smoke:
         result["notes"].append("smoke run: figures only show that every case works")
     result["run"]["seconds_total"] = round(time.monotonic() - started, 1)

@@ -156,6 +156,33 @@ def hot_swap(ctx):
     return results
 
 
+def many_services(ctx):
+    """`many_services` hello services on one host (each its own route):
+    start-up with a warm code cache to every service answering (probed one
+    after another, so probing is included), and resident memory per
+    service once idle. A cold start first fills the cache."""
+    n = ctx.many_services
+    services = {f"s{i}": {"component": ctx.hello, "routes": [f"/s{i}/{{*rest}}"]}
+                for i in range(n)}
+    cache = os.path.join(ctx.workdir, "many-cache")
+    result = {"services": n}
+    for kind in ("cold", "warm"):
+        host = Bazaar(ctx.bazaar, ctx.workdir, f"many-{kind}", services, cache)
+        try:
+            ready = host.wait_services()
+            time.sleep(1)
+            rss = host.server.rss_kib()
+        finally:
+            host.stop()
+        shutil.rmtree(os.path.join(ctx.workdir, f"many-{kind}-data"), ignore_errors=True)
+        result[kind] = {"ready_ms": round(ready * 1000, 1), "idle_rss_mib": round(rss / 1024, 1),
+                        "idle_rss_per_service_mib": round(rss / 1024 / n, 3)}
+    ctx.log(f"  {n} services: warm start-up {result['warm']['ready_ms']:.0f} ms to all answering,"
+            f" idle {result['warm']['idle_rss_mib']:.0f} MiB"
+            f" ({result['warm']['idle_rss_per_service_mib']:.2f} MiB per service)")
+    return result
+
+
 def startup(ctx):
     """The demo's six services: spawn to listener up and to every service
     answering; cold (empty code cache) then warm (cache kept), each with a

@@ -89,6 +89,14 @@ def render(result):
                 f"demo start-up ({st['services']} services), {kind} code cache:"
                 f" listening {st[kind]['listening_ms']:.0f} ms,"
                 f" every service answering {st[kind]['ready_ms']:.0f} ms")
+    many = result.get("many_services")
+    if many:
+        for kind in ("cold", "warm"):
+            out.append(
+                f"{many['services']} small services, {kind} code cache: every service answering"
+                f" {many[kind]['ready_ms']:.0f} ms (probed one by one), idle"
+                f" {many[kind]['idle_rss_mib']:.0f} MiB"
+                f" ({many[kind]['idle_rss_per_service_mib']:.2f} MiB per service)")
     mem = result.get("memory")
     if mem:
         out.append(
