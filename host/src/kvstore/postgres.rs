@@ -101,6 +101,18 @@ macro_rules! retrying {
     }};
 }
 
+/// Starts a transaction at `level` on `client`.
+async fn begin(
+    client: &mut Object,
+    level: IsolationLevel,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(level)
+        .start()
+        .await
+}
+
 fn storage(e: PgError, what: &str) -> StoreError {
     StoreError::Storage(anyhow::Error::from(e).context(format!("cannot {what} in PostgreSQL")))
 }
@@ -261,12 +273,7 @@ impl PgStore {
         batch: &Batch,
         level: IsolationLevel,
     ) -> Attempt<Result<(), StoreError>> {
-        let txn = match client
-            .build_transaction()
-            .isolation_level(level)
-            .start()
-            .await
-        {
+        let txn = match begin(client, level).await {
             Ok(txn) => txn,
             Err(e) => return Attempt::before_commit(e),
         };
@@ -351,12 +358,7 @@ impl PgStore {
         key: &str,
         delta: u64,
     ) -> Attempt<Result<u64, StoreError>> {
-        let txn = match client
-            .build_transaction()
-            .isolation_level(IsolationLevel::Serializable)
-            .start()
-            .await
-        {
+        let txn = match begin(client, IsolationLevel::Serializable).await {
             Ok(txn) => txn,
             Err(e) => return Attempt::before_commit(e),
         };
