@@ -227,6 +227,11 @@ pub struct RuntimeSection {
     /// Bytes of each linear memory kept resident when its slot is reused
     /// (zeroed in place instead of unmapped), in KiB. `memory_keep_resident_kib = 1024`
     pub memory_keep_resident_kib: usize,
+    /// Bytes of each table kept resident when its slot is reused, in KiB.
+    /// A table reset by unmapping comes back as the shared zero page, and
+    /// the guest's first call through it then takes a copy-on-write fault
+    /// that flushes the TLB of every core. `table_keep_resident_kib = 256`
+    pub table_keep_resident_kib: usize,
     /// Reset slots with the kernel's `PAGEMAP_SCAN` (Linux 6.7+) when it
     /// is there, touching only dirtied pages. `pagemap_scan = true`
     pub pagemap_scan: bool,
@@ -245,6 +250,7 @@ impl Default for RuntimeSection {
             max_resources: 10_000,
             decommit_batch_size: 16,
             memory_keep_resident_kib: 1024,
+            table_keep_resident_kib: 256,
             pagemap_scan: true,
         }
     }

@@ -77,6 +77,10 @@ pub fn build_engine(runtime: &RuntimeSection) -> anyhow::Result<Engine> {
         // Zeroing a small, hot prefix of each memory in place is cheaper
         // than unmapping and faulting it in again on the next request.
         .linear_memory_keep_resident(runtime.memory_keep_resident_kib << 10)
+        // Likewise for tables: one unmapped comes back as the zero page, and
+        // the first write through lazy initialisation is a copy-on-write
+        // fault that sends a TLB-flush interrupt to every core.
+        .table_keep_resident(runtime.table_keep_resident_kib << 10)
         .pagemap_scan(if runtime.pagemap_scan {
             Enabled::Auto
         } else {
