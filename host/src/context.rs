@@ -4,7 +4,6 @@
 //! The gateway makes one per client request; a service call derives a child
 //! from the caller's, so the callee shares the id, the deadline and the trace.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -159,17 +158,21 @@ impl TraceContext {
 
     /// The trace id as 32 hex digits.
     pub fn trace_id_hex(&self) -> String {
-        to_hex(&self.trace_id)
+        let mut out = String::with_capacity(32);
+        push_hex(&mut out, &self.trace_id);
+        out
     }
 
     /// The `traceparent` header value.
     pub fn header(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            to_hex(&self.trace_id),
-            to_hex(&self.span_id),
-            self.flags
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.span_id);
+        out.push('-');
+        push_hex(&mut out, &[self.flags]);
+        out
     }
 }
 
@@ -183,12 +186,14 @@ fn hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
+/// Appends `bytes` as lowercase hex (a `traceparent` is built on every
+/// request; this skips the formatter).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod stats;
 
 pub use stats::{ServiceStats, Stats};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -69,20 +69,85 @@ fn resident_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A request answered, for `service` when it was routed.
-pub fn request_served(service: Option<&Arc<str>>, status: u16, elapsed: Duration) {
-    let class = match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    let service = service.map_or_else(|| Arc::from("-"), Arc::clone);
-    counter!("bazaar_requests_total", "service" => Arc::clone(&service), "status" => class)
-        .increment(1);
-    histogram!("bazaar_request_duration_seconds", "service" => service)
-        .record(elapsed.as_secs_f64());
+/// One service's per-request metrics. Each handle is looked up on its
+/// first use and kept: a lookup hashes every label, and a request records
+/// five. (Taken on first use, not up front, so a service shows only the
+/// series it has, and a context built for a trial run shows none.)
+pub struct ServiceMetrics {
+    name: Arc<str>,
+    /// `bazaar_requests_total` by status class, 1xx to 5xx.
+    requests: [OnceLock<Counter>; 5],
+    duration: OnceLock<Histogram>,
+    in_flight: OnceLock<Gauge>,
+    instantiation: OnceLock<Histogram>,
+    cpu: OnceLock<Histogram>,
+}
+
+impl ServiceMetrics {
+    /// The metrics of `service`.
+    pub fn new(service: &Arc<str>) -> Self {
+        Self {
+            name: Arc::clone(service),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+            in_flight: OnceLock::new(),
+            instantiation: OnceLock::new(),
+            cpu: OnceLock::new(),
+        }
+    }
+
+    /// A request of this service answered with `status` after `elapsed`.
+    pub fn request_served(&self, status: u16, elapsed: Duration) {
+        let class = status_class(status);
+        self.requests[class]
+            .get_or_init(|| {
+                handle();
+                counter!("bazaar_requests_total", "service" => Arc::clone(&self.name), "status" => STATUS_CLASSES[class])
+            })
+            .increment(1);
+        self.histogram(&self.duration, "bazaar_request_duration_seconds")
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// The CPU time one request took.
+    pub fn cpu_time(&self, spent: Duration) {
+        self.histogram(&self.cpu, "bazaar_cpu_seconds")
+            .record(spent.as_secs_f64());
+    }
+
+    fn histogram<'a>(&self, cell: &'a OnceLock<Histogram>, name: &'static str) -> &'a Histogram {
+        cell.get_or_init(|| {
+            // A handle taken before the recorder is installed goes nowhere.
+            handle();
+            histogram!(name, "service" => Arc::clone(&self.name))
+        })
+    }
+
+    fn in_flight(&self) -> &Gauge {
+        self.in_flight.get_or_init(|| {
+            handle();
+            gauge!("bazaar_instances_in_flight", "service" => Arc::clone(&self.name))
+        })
+    }
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// A request no service took (no route, or refused before routing).
+pub fn unrouted_request(status: u16, elapsed: Duration) {
+    let class = STATUS_CLASSES[status_class(status)];
+    counter!("bazaar_requests_total", "service" => "-", "status" => class).increment(1);
+    histogram!("bazaar_request_duration_seconds", "service" => "-").record(elapsed.as_secs_f64());
 }
 
 /// A request the gateway refused itself, by `reason`.
@@ -90,30 +155,27 @@ pub fn rejected(reason: &'static str) {
     counter!("bazaar_rejected_requests_total", "reason" => reason).increment(1);
 }
 
-/// Counts an instance of `service` running while it lives.
-pub struct InFlight(Arc<str>);
+/// Counts an instance of a service running while it lives.
+pub struct InFlight(Gauge);
 
 impl InFlight {
-    /// One more instance of `service`, started in `instantiation`.
-    pub fn start(service: &Arc<str>, instantiation: Option<Duration>) -> Self {
-        gauge!("bazaar_instances_in_flight", "service" => Arc::clone(service)).increment(1.0);
+    /// One more instance of the service of `metrics`, started in `instantiation`.
+    pub fn start(metrics: &ServiceMetrics, instantiation: Option<Duration>) -> Self {
+        let gauge = metrics.in_flight();
+        gauge.increment(1.0);
         if let Some(took) = instantiation {
-            histogram!("bazaar_instantiation_seconds", "service" => Arc::clone(service))
+            metrics
+                .histogram(&metrics.instantiation, "bazaar_instantiation_seconds")
                 .record(took.as_secs_f64());
         }
-        Self(Arc::clone(service))
+        Self(gauge.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!("bazaar_instances_in_flight", "service" => Arc::clone(&self.0)).decrement(1.0);
+        self.0.decrement(1.0);
     }
-}
-
-/// The CPU time one request of `service` took.
-pub fn cpu_time(service: &Arc<str>, spent: Duration) {
-    histogram!("bazaar_cpu_seconds", "service" => Arc::clone(service)).record(spent.as_secs_f64());
 }
 
 /// A deploy of `service` that succeeded or failed.

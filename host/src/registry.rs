@@ -83,6 +83,8 @@ pub struct ServiceContext {
     pub tokens: Option<Arc<crate::auth::TokenAuthority>>,
     /// Its idle warm instances, when it opted in with `instance_reuse`.
     pub warm: Option<crate::runtime::WarmPool>,
+    /// Its per-request metrics.
+    pub metrics: crate::metrics::ServiceMetrics,
 }
 
 impl ServiceContext {
@@ -105,9 +107,10 @@ impl ServiceContext {
         let warm = spec
             .instance_reuse
             .map(|uses| crate::runtime::WarmPool::new(uses, limits.max_concurrency as usize));
+        let name: Arc<str> = name.into();
         Ok(Self {
-            name: name.into(),
-            name_header: HeaderValue::from_str(name)?,
+            metrics: crate::metrics::ServiceMetrics::new(&name),
+            name_header: HeaderValue::from_str(&name)?,
             config: spec.config_strings(),
             tokens: spec.issues_tokens.then(|| Arc::clone(&env.tokens)),
             spec,
@@ -118,6 +121,7 @@ impl ServiceContext {
             warm,
             limits,
             policy,
+            name,
         })
     }
 

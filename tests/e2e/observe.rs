@@ -358,6 +358,22 @@ async fn an_order_is_one_trace_from_the_client_through_calls_to_the_notification
         Some("00f067aa0ba902b7"),
         "the request continues the client's span: {names:?}"
     );
+    let attribute = |key: &str| {
+        client_span["attributes"]
+            .as_array()
+            .and_then(|all| all.iter().find(|a| a["key"] == key))
+            .map(|a| a["value"].clone())
+    };
+    assert_eq!(
+        attribute("service").and_then(|v| v["stringValue"].as_str().map(str::to_owned)),
+        Some("orders".to_owned()),
+        "{client_span}"
+    );
+    assert_eq!(
+        attribute("status").map(|v| v["intValue"].to_string().trim_matches('"').to_owned()),
+        Some("201".to_owned()),
+        "the span carries the status the client got: {client_span}"
+    );
     host.kill();
 }
 
@@ -390,4 +406,49 @@ async fn log_lines_can_be_json() {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(entry["fields"]["status"], 200, "{entry}");
     assert_eq!(entry["span"]["request_id"], "json-log-request", "{entry}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_has_one_access_line() {
+    let dir = support::temp_dir();
+    let config = support::binary_config(&dir, support::STANDARD_SERVICES);
+    let host = support::BinaryHost::spawn(&config, &dir.join("text.log"));
+    let client = reqwest::Client::new();
+    for (path, id) in [("/alpha/path/x", "text-log-ok"), ("/nowhere", "text-log-404")] {
+        client
+            .get(format!("{}{path}", host.url))
+            .header("x-request-id", id)
+            .send()
+            .await
+            .unwrap();
+    }
+    let lines = support::eventually(
+        std::time::Duration::from_secs(10),
+        "both access lines",
+        || async {
+            let log = host.log_text();
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains("bazaar::access"))
+                .map(str::to_owned)
+                .collect();
+            (lines.len() >= 2).then_some(lines)
+        },
+    )
+    .await;
+    host.kill();
+    let ok = lines.iter().find(|l| l.contains("request_id=text-log-ok"));
+    let ok = ok.unwrap_or_else(|| panic!("no line for the routed request: {lines:#?}"));
+    for part in [
+        " INFO request{request_id=text-log-ok service=alpha version=",
+        "}: bazaar::access: served method=GET path=/alpha/path/x status=200 elapsed_ms=",
+    ] {
+        assert!(ok.contains(part), "{part:?} missing from {ok}");
+    }
+    let missing = lines.iter().find(|l| l.contains("request_id=text-log-404"));
+    let missing = missing.unwrap_or_else(|| panic!("no line for the unrouted request: {lines:#?}"));
+    assert!(
+        missing.contains("request{request_id=text-log-404}: bazaar::access: served method=GET path=/nowhere status=404"),
+        "{missing}"
+    );
 }

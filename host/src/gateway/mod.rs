@@ -64,10 +64,13 @@ pub struct GatewayState {
     pub stats: Arc<crate::metrics::Stats>,
 }
 
-/// The service that answered (or refused) a request, in the response's
-/// extensions for the access log.
-#[derive(Debug, Clone)]
-struct ServedBy(Arc<str>);
+/// The service that answered (or refused) a request and the version that
+/// ran it, in the response's extensions for the access log.
+#[derive(Clone)]
+struct ServedBy {
+    service: Arc<crate::registry::ServiceContext>,
+    version: Option<Arc<str>>,
+}
 
 /// The request id, put in the request's extensions by `access_log`.
 #[derive(Debug, Clone)]
@@ -96,8 +99,8 @@ async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
         Ok(response) => response,
         Err(e) => e.into_response(&id),
     };
-    if let Some(service) = routed {
-        response.extensions_mut().insert(ServedBy(service));
+    if let Some(served) = routed {
+        response.extensions_mut().insert(served);
     }
     response
 }
@@ -106,7 +109,7 @@ async fn forward(
     state: &GatewayState,
     id: Arc<str>,
     mut request: Request,
-    routed: &mut Option<Arc<str>>,
+    routed: &mut Option<ServedBy>,
 ) -> Result<Response, GatewayError> {
     let started = tokio::time::Instant::now();
     let max_uri = state.max_uri_bytes;
@@ -123,11 +126,14 @@ async fn forward(
     let (slot, pattern) = snapshot
         .route(path)
         .ok_or_else(|| GatewayError::NoRoute(path.to_owned()))?;
-    *routed = Some(Arc::clone(&slot.context.name));
+    let served = routed.insert(ServedBy {
+        service: Arc::clone(&slot.context),
+        version: None,
+    });
     let span = tracing::Span::current();
     span.record("service", tracing::field::display(slot.name()));
     span.record("route", tracing::field::display(pattern));
-    crate::telemetry::rename(&span, format!("{} {pattern}", request.method()));
+    crate::telemetry::rename(&span, || format!("{} {pattern}", request.method()));
     let policy = &slot.context.policy;
     let origin = header_text(request.headers(), header::ORIGIN).map(str::to_owned);
     if let Some(preflight) = preflight(policy, pattern, &request, origin.as_deref())? {
@@ -155,6 +161,7 @@ async fn forward(
         GatewayError::Unavailable(slot.name().to_owned(), why)
     })?;
     span.record("version", tracing::field::display(short(&version.version)));
+    served.version = Some(Arc::clone(&version.version));
     let max = state.max_body_bytes;
     let declared = header_text(request.headers(), header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok());
@@ -288,20 +295,26 @@ fn authenticate(
 /// Replaces every `x-bazaar-*` header with the host's own, and passes the
 /// request id and trace context on.
 fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
-    let forged: Vec<_> = headers
+    if headers
         .keys()
-        .filter(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
+        .any(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
+    {
+        let forged: Vec<_> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(name);
+        }
     }
-    let mut set = vec![
-        (REQUEST_ID_HEADER, ctx.id.to_string()),
-        (TRACEPARENT_HEADER, ctx.trace.header()),
-    ];
-    set.extend(ctx.identity_headers());
-    for (name, value) in set {
+    if let Ok(value) = HeaderValue::from_str(&ctx.id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
+    if let Ok(value) = HeaderValue::try_from(ctx.trace.header()) {
+        headers.insert(TRACEPARENT_HEADER, value);
+    }
+    for (name, value) in ctx.identity_headers() {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
@@ -322,19 +335,35 @@ async fn access_log(
             Arc::from,
         );
     request.extensions_mut().insert(RequestId(Arc::clone(&id)));
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-        service = tracing::field::Empty,
-        route = tracing::field::Empty,
-        version = tracing::field::Empty,
-        status = tracing::field::Empty,
-        otel.name = %request.method(),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-    );
+    let method = request.method().clone();
+    // A `Uri` shares its bytes: cloning it copies no text.
+    let uri = request.uri().clone();
+    let path = uri.path();
+    // Without an exporter the span only gives log lines made while the
+    // request runs their context; fields the access line carries anyway
+    // stay out of it, since each costs formatting on every request.
+    let span = if crate::telemetry::exporting() {
+        tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %method,
+            path = path,
+            service = tracing::field::Empty,
+            route = tracing::field::Empty,
+            version = tracing::field::Empty,
+            status = tracing::field::Empty,
+            otel.name = %method,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            request_id = %id,
+            service = tracing::field::Empty,
+            version = tracing::field::Empty,
+        )
+    };
     if let Some(parent) =
         header_text(request.headers(), TRACEPARENT_HEADER).and_then(TraceContext::parse)
     {
@@ -343,22 +372,28 @@ async fn access_log(
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
-    let service = response
-        .extensions()
-        .get::<ServedBy>()
-        .map(|s| Arc::clone(&s.0));
+    let served = response.extensions_mut().remove::<ServedBy>();
+    let service = served.as_ref().map(|s| &s.service);
     let status = response.status().as_u16();
-    crate::metrics::request_served(service.as_ref(), status, elapsed);
-    if let Some(service) = &service {
-        state.stats.record(service, status, elapsed);
+    match service {
+        Some(service) => {
+            service.metrics.request_served(status, elapsed);
+            state.stats.record(&service.name, status, elapsed);
+        }
+        None => crate::metrics::unrouted_request(status, elapsed),
     }
-    span.in_scope(|| {
-        tracing::info!(
-            target: "bazaar::access",
-            status = response.status().as_u16(),
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            "served"
-        );
+    span.record("status", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+    crate::telemetry::access::record(&crate::telemetry::access::AccessEntry {
+        request_id: &id,
+        method: method.as_str(),
+        path,
+        service: service.map(|s| &*s.name),
+        version: served.as_ref().and_then(|s| s.version.as_deref()),
+        status,
+        elapsed,
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

@@ -209,14 +209,14 @@ impl Runtime {
                 let run = async {
                     let instance = match proxy.take() {
                         Some(instance) => {
-                            in_flight = Some(crate::metrics::InFlight::start(&name, None));
+                            in_flight = Some(crate::metrics::InFlight::start(&service.metrics, None));
                             instance
                         }
                         None => {
                             let started = Instant::now();
                             let instance = pre.instantiate_async(&mut store).await?;
                             in_flight = Some(crate::metrics::InFlight::start(
-                                &name,
+                                &service.metrics,
                                 Some(started.elapsed()),
                             ));
                             instance
@@ -234,7 +234,7 @@ impl Runtime {
                     Err(_) => Err(DeadlineExceeded.into()),
                 };
                 drop(in_flight);
-                crate::metrics::cpu_time(&name, spent.spent());
+                service.metrics.cpu_time(spent.spent());
                 match result {
                     Ok(instance) => {
                         // Only an instance that ended well, within its
@@ -304,14 +304,14 @@ impl Runtime {
             let started = Instant::now();
             let instance = pre.instantiate_async(&mut store).await?;
             let _in_flight =
-                crate::metrics::InFlight::start(&service.name, Some(started.elapsed()));
+                crate::metrics::InFlight::start(&service.metrics, Some(started.elapsed()));
             instance
                 .bazaar_platform_event_handler()
                 .call_handle(&mut store, &event)
                 .await
         };
         let outcome = tokio::time::timeout_at(ctx.deadline, Metered::new(run, meter)).await;
-        crate::metrics::cpu_time(&service.name, spent.spent());
+        service.metrics.cpu_time(spent.spent());
         match outcome {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(e)) => {

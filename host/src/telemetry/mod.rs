@@ -7,12 +7,15 @@
 //! continuing the client's W3C `traceparent`; service calls and event
 //! deliveries are its children, in the same trace.
 
+pub mod access;
+
 use crate::context::TraceContext;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -46,16 +49,32 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Whether spans are exported: set once by [`init`].
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans over OTLP. Without an exporter, a
+/// request's span only gives its log lines their context, and work done
+/// for the exported trace (names, trace ids taken from the span) is skipped.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Sets up logging (and span export, with `otlp_endpoint`, e.g.
 /// `http://127.0.0.1:4318`) for this process.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
-    // Lines are never dropped: the queue blocks when full.
+    // Lines are never dropped: the queue blocks when full. The log thread
+    // writes what is queued in one go and flushes when the queue is empty:
+    // one write for a burst of lines instead of one per line.
     let (writer, logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    access::install(writer.clone(), format, ansi);
     let (text, json) = match format {
         LogFormat::Text => (
             Some(
@@ -71,6 +90,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
         ),
     };
     let traces = otlp_endpoint.map(tracer_provider).transpose()?;
+    EXPORTING.store(traces.is_some(), Ordering::Relaxed);
     let otel = traces
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("bazaar")));
@@ -109,6 +129,9 @@ fn tracer_provider(endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
 /// Makes `span` continue the trace of `parent`, when spans are exported.
 /// Call it before anything else uses the span.
 pub fn continue_trace(span: &tracing::Span, parent: &TraceContext) {
+    if !exporting() {
+        return;
+    }
     let remote = SpanContext::new(
         TraceId::from_bytes(parent.trace_id),
         SpanId::from_bytes(parent.span_id),
@@ -124,6 +147,9 @@ pub fn continue_trace(span: &tracing::Span, parent: &TraceContext) {
 /// The W3C trace context of `span` as exported, so what travels to guests
 /// and callees names the exported span; `None` when spans are not exported.
 pub fn trace_of(span: &tracing::Span) -> Option<TraceContext> {
+    if !exporting() {
+        return None;
+    }
     let context = span.context();
     let exported = context.span();
     let span_context = exported.span_context();
@@ -136,6 +162,9 @@ pub fn trace_of(span: &tracing::Span) -> Option<TraceContext> {
 
 /// Names `span` as exported, e.g. `POST /api/orders` once the route is
 /// known (the name given at creation is fixed once the span has started).
-pub fn rename(span: &tracing::Span, name: String) {
-    span.context().span().update_name(name);
+pub fn rename(span: &tracing::Span, name: impl FnOnce() -> String) {
+    if !exporting() {
+        return;
+    }
+    span.context().span().update_name(name());
 }
