@@ -68,11 +68,9 @@ pub fn build_engine(runtime: &RuntimeSection) -> anyhow::Result<Engine> {
         .max_component_instance_size(4 << 20)
         .max_core_instance_size(4 << 20)
         .max_memory_size(limits.memory_bytes)
-        // Decommitting slots in batches trades memory for far fewer madvise
-        // calls and TLB shootdowns on the per-request path: up to 16 freed
-        // slots keep their dirty pages until the batch is flushed. That
-        // memory is outside the runtime's linear-memory budget (which counts
-        // what live instances may touch), so keep the batch small.
+        // A slot freed unbatched is reset at once and is the next one its
+        // component gets, image still mapped: no mprotect, no mmap, no
+        // faults on the next request (see `decommit_batch_size`).
         .decommit_batch_size(runtime.decommit_batch_size.max(1))
         // Zeroing a small, hot prefix of each memory in place is cheaper
         // than unmapping and faulting it in again on the next request.

@@ -16,8 +16,9 @@ impl<T> AbortOnDrop<T> {
         Self(Some(task))
     }
 
-    pub(super) async fn join(&mut self) -> Option<Result<T, tokio::task::JoinError>> {
-        Some(self.0.take()?.await)
+    /// Guards nothing: the guest has already finished.
+    pub(super) fn finished() -> Self {
+        Self(None)
     }
 
     /// Lets the task run to its own end.
@@ -38,7 +39,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// client that went away takes its instance with it.
 pub(super) struct GuardedBody {
     inner: HyperOutgoingBody,
-    guard: AbortOnDrop<wasmtime::Result<()>>,
+    guard: AbortOnDrop<super::GuestResult>,
     /// The body's `content-length`, when the guest declared one.
     declared: Option<u64>,
     /// Bytes passed on so far.
@@ -49,7 +50,7 @@ impl GuardedBody {
     /// `inner`, guarding `guard`'s task; `declared` is its `content-length`.
     pub(super) fn new(
         inner: HyperOutgoingBody,
-        guard: AbortOnDrop<wasmtime::Result<()>>,
+        guard: AbortOnDrop<super::GuestResult>,
         declared: Option<u64>,
     ) -> Self {
         Self {

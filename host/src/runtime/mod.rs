@@ -42,13 +42,16 @@ use crate::context::RequestContext;
 use crate::loader::{LoadedService, short};
 use crate::registry::{ServiceContext, ServiceRegistry};
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use guard::{AbortOnDrop, GuardedBody};
 use http::StatusCode;
 use http_body_util::BodyExt as _;
 use meter::Metered;
 use sandbox::CpuLimitExceeded;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -195,93 +198,96 @@ impl Runtime {
             (req, out)
         };
 
-        let (name, version_id) = (Arc::clone(&service.name), Arc::clone(&version.version));
+        let version_id = Arc::clone(&version.version);
         let service = Arc::clone(service);
         let deadline = ctx.deadline;
-        // The guest runs in its own task so it can keep streaming the body
-        // after it has handed over the response head; the deadline and the
-        // concurrency permit are inside, so they bound the body too.
-        let task = tokio::spawn(
-            async move {
-                let _permit = permit;
-                let spent = Arc::clone(&meter);
-                let mut in_flight = None;
-                let run = async {
-                    let instance = match proxy.take() {
-                        Some(instance) => {
-                            in_flight = Some(crate::metrics::InFlight::start(&service.metrics, None));
-                            instance
-                        }
-                        None => {
-                            let started = Instant::now();
-                            let instance = pre.instantiate_async(&mut store).await?;
-                            in_flight = Some(crate::metrics::InFlight::start(
-                                &service.metrics,
-                                Some(started.elapsed()),
-                            ));
-                            instance
-                        }
-                    };
-                    instance
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, req, out)
-                        .await?;
-                    Ok::<_, wasmtime::Error>(instance)
-                };
-                let result = match tokio::time::timeout_at(deadline, Metered::new(run, meter)).await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(DeadlineExceeded.into()),
-                };
-                drop(in_flight);
-                service.metrics.cpu_time(spent.spent());
-                match result {
-                    Ok(instance) => {
-                        // Only an instance that ended well, within its
-                        // limits, serves again.
-                        if let Some(pool) = &service.warm
-                            && store.data().limiter.refusal().is_none()
-                        {
-                            pool.give_back(warm::WarmInstance {
-                                version: version_id,
-                                store,
-                                proxy: instance,
-                                uses,
-                            });
-                        }
-                        Ok(())
+        // The guest's whole run, from instantiation to its return; the
+        // deadline and the concurrency permit are inside, so they bound
+        // the body it streams too.
+        let run = async move {
+            let _permit = permit;
+            let spent = Arc::clone(&meter);
+            let mut in_flight = None;
+            let run = async {
+                let instance = match proxy.take() {
+                    Some(instance) => {
+                        in_flight = Some(crate::metrics::InFlight::start(&service.metrics, None));
+                        instance
                     }
-                    Err(e) => {
-                        report_memory(&name, &version_id, &store);
-                        if head_sent.load(Ordering::Acquire) {
-                            tracing::warn!(service = %name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
-                        }
-                        Err(e)
+                    None => {
+                        let started = Instant::now();
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        in_flight = Some(crate::metrics::InFlight::start(
+                            &service.metrics,
+                            Some(started.elapsed()),
+                        ));
+                        instance
                     }
+                };
+                instance
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await?;
+                Ok::<_, wasmtime::Error>(instance)
+            };
+            let result = match tokio::time::timeout_at(deadline, Metered::new(run, meter)).await {
+                Ok(result) => result,
+                Err(_) => Err(DeadlineExceeded.into()),
+            };
+            drop(in_flight);
+            service.metrics.cpu_time(spent.spent());
+            match result {
+                Ok(instance) => {
+                    // Only an instance that ended well, within its limits,
+                    // serves again.
+                    if let Some(pool) = &service.warm
+                        && store.data().limiter.refusal().is_none()
+                    {
+                        pool.give_back(warm::WarmInstance {
+                            version: version_id,
+                            store,
+                            proxy: instance,
+                            uses,
+                        });
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    report_memory(&service.name, &version_id, &store);
+                    if head_sent.load(Ordering::Acquire) {
+                        tracing::warn!(service = %service.name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
+                    }
+                    Err(e)
                 }
             }
-            .in_current_span(),
-        );
-        let mut guard = AbortOnDrop::new(task);
+        }
+        .in_current_span();
+        let mut run: GuestRun = Box::pin(std::panic::AssertUnwindSafe(run).catch_unwind());
 
-        match receiver.await {
-            Ok(Ok(response)) => {
-                let declared = response
-                    .headers()
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                Ok(response.map(|body| GuardedBody::new(body, guard, declared).boxed_unsync()))
+        // The guest runs inside this request's task until it hands over its
+        // response head: a handler that answers in one go (most do) finishes
+        // here, with no task of its own and no hand-off between threads.
+        let mut receiver = receiver;
+        let first = std::future::poll_fn(|cx| {
+            if let Poll::Ready(head) = Pin::new(&mut receiver).poll(cx) {
+                return Poll::Ready(Ok(head));
             }
-            Ok(Err(code)) => Err(RuntimeError::Guest(code)),
-            Err(_) => Err(match guard.join().await {
-                Some(Ok(Ok(()))) => {
-                    RuntimeError::Failed("it returned without setting a response".into())
-                }
-                Some(Ok(Err(e))) => classify(e),
-                Some(Err(join)) => RuntimeError::Failed(format!("the request task failed: {join}")),
-                None => RuntimeError::Failed("the request task is gone".into()),
-            }),
+            run.as_mut().poll(cx).map(Err)
+        })
+        .await;
+        match first {
+            // Still streaming its body: the rest of the guest's run gets a
+            // task of its own, so its deadline holds even while the client
+            // reads slowly and nothing polls the body.
+            Ok(Ok(Ok(response))) => Ok(guarded(response, AbortOnDrop::new(tokio::spawn(run)))),
+            Ok(Ok(Err(code))) => Err(RuntimeError::Guest(code)),
+            // It dropped its response without setting it; how it ended says why.
+            Ok(Err(_)) => Err(no_response(run.await)),
+            Err(ended) => match receiver.try_recv() {
+                Ok(Ok(response)) => Ok(guarded(response, AbortOnDrop::finished())),
+                Ok(Err(code)) => Err(RuntimeError::Guest(code)),
+                Err(_) => Err(no_response(ended)),
+            },
         }
     }
 
@@ -320,6 +326,34 @@ impl Runtime {
             }
             Err(_) => Err(RuntimeError::Timeout),
         }
+    }
+}
+
+/// A guest's run, started by [`Runtime::handle_http`]; a panic inside it
+/// is caught and answered like a failure.
+type GuestRun = Pin<Box<dyn Future<Output = GuestResult> + Send>>;
+/// How a guest's run ended: its own result, or the payload of a panic.
+type GuestResult = Result<wasmtime::Result<()>, Box<dyn std::any::Any + Send>>;
+
+/// The response whose body stops `guard`'s guest if the client leaves early.
+fn guarded(
+    response: http::Response<HyperOutgoingBody>,
+    guard: AbortOnDrop<GuestResult>,
+) -> http::Response<HyperOutgoingBody> {
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    response.map(|body| GuardedBody::new(body, guard, declared).boxed_unsync())
+}
+
+/// Why a guest that ended without a response head failed.
+fn no_response(ended: GuestResult) -> RuntimeError {
+    match ended {
+        Ok(Ok(())) => RuntimeError::Failed("it returned without setting a response".into()),
+        Ok(Err(e)) => classify(e),
+        Err(_) => RuntimeError::Failed("the request task panicked".into()),
     }
 }
 
