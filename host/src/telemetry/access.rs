@@ -10,10 +10,8 @@
 
 use super::LogFormat;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tracing_appender::non_blocking::NonBlocking;
 
 /// The target access lines are logged under, for `RUST_LOG`.
 pub const TARGET: &str = "bazaar::access";
@@ -40,7 +38,7 @@ pub struct AccessEntry<'a> {
 /// Where the binary's access lines go; tests that do not set up logging
 /// get a `tracing` event instead.
 struct Sink {
-    writer: NonBlocking,
+    writer: super::writer::LogWriter,
     format: LogFormat,
     ansi: bool,
 }
@@ -49,7 +47,7 @@ static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Sends access lines to `writer`, the log writer set up by
 /// [`super::init`], in `format`.
-pub(super) fn install(writer: NonBlocking, format: LogFormat, ansi: bool) {
+pub(super) fn install(writer: super::writer::LogWriter, format: LogFormat, ansi: bool) {
     let _ = SINK.set(Sink {
         writer,
         format,
@@ -81,9 +79,7 @@ pub fn record(entry: &AccessEntry<'_>) {
         LogFormat::Text => text_line(entry, SystemTime::now(), sink.ansi),
         LogFormat::Json => json_line(entry, SystemTime::now()),
     };
-    // The writer only queues the line for the log thread; it cannot fail
-    // short of that thread being gone, and then there is nowhere to say so.
-    let _ = sink.writer.clone().write_all(line.as_bytes());
+    sink.writer.append(line.as_bytes());
 }
 
 fn millis(elapsed: Duration) -> f64 {

@@ -8,6 +8,7 @@
 //! deliveries are its children, in the same trace.
 
 pub mod access;
+mod writer;
 
 use crate::context::TraceContext;
 use opentelemetry::trace::{
@@ -35,7 +36,7 @@ pub enum LogFormat {
 /// Keeps the log writer and the span exporter running; dropping it
 /// flushes both.
 pub struct TelemetryGuard {
-    _logs: tracing_appender::non_blocking::WorkerGuard,
+    _logs: writer::LogFlusher,
     traces: Option<SdkTracerProvider>,
 }
 
@@ -62,15 +63,9 @@ pub fn exporting() -> bool {
 /// Sets up logging (and span export, with `otlp_endpoint`, e.g.
 /// `http://127.0.0.1:4318`) for this process.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
-    // Lines are never dropped: the queue blocks when full. The log thread
-    // writes what is queued in one go and flushes when the queue is empty:
-    // one write for a burst of lines instead of one per line.
-    let (writer, logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(
-            64 << 10,
-            std::io::stderr(),
-        ));
+    // Lines go to a buffer that a thread of their own writes to stderr.
+    let (writer, logs) = writer::spawn(std::io::stderr())
+        .map_err(|e| anyhow::anyhow!("cannot start the log thread: {e}"))?;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
