@@ -39,7 +39,7 @@ impl ArtifactStore {
 
     /// Stores `bytes` (content hash `hash`) here and, on a fleet, in the
     /// fleet's database, durably.
-    pub async fn save(self: &Arc<Self>, hash: &str, bytes: Arc<[u8]>) -> anyhow::Result<()> {
+    pub async fn save(self: &Arc<Self>, hash: &str, bytes: bytes::Bytes) -> anyhow::Result<()> {
         if let Some(fleet) = &self.fleet {
             fleet.put_artifact(hash, &bytes).await?;
         }

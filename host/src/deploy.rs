@@ -20,7 +20,7 @@ use crate::config::{ServiceSpec, is_valid_service_name};
 use crate::control::{ChangeLock, Control, Origin, ServiceRecord, VersionError, VersionRecord};
 use crate::events::{EventLog, now_ms};
 use crate::kvstore::StoreBackend;
-use crate::loader::{ComponentLoader, LoadError, LoadedService, content_hash, short};
+use crate::loader::{ComponentBytes, ComponentLoader, LoadError, LoadedService, short};
 use crate::registry::{ServiceContext, ServiceEnv, ServiceRegistry, ServiceSlot};
 use crate::router::RouteError;
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,7 @@ pub struct DeployRequest {
     /// The service.
     pub service: String,
     /// The component.
-    pub bytes: Vec<u8>,
+    pub component: ComponentBytes,
     /// Where it came from, for messages and the record.
     pub source: String,
     /// Routes and grants, to add a service or change a live-added one.
@@ -276,8 +276,8 @@ impl Deployer {
                     message,
                 })?;
         }
-        let version = content_hash(&request.bytes);
-        let bytes: Arc<[u8]> = request.bytes.into();
+        let version = request.component.hash().to_owned();
+        let bytes = request.component.bytes().clone();
         let load_error = |reason| DeployError::Load {
             service: name.clone(),
             origin: request.source.clone(),
@@ -299,7 +299,7 @@ impl Deployer {
         let loaded = self
             .loader
             .load(
-                Arc::clone(&bytes),
+                bytes.clone(),
                 version.clone(),
                 request.source.clone(),
                 &limits,
@@ -578,7 +578,7 @@ impl Deployer {
     async fn persist(
         &self,
         service: &str,
-        component: Option<(String, Arc<[u8]>)>,
+        component: Option<(String, bytes::Bytes)>,
         record: &ServiceRecord,
     ) -> Result<(), DeployError> {
         let result = async {

@@ -13,6 +13,7 @@ use crate::config::{ServiceLimits, ServiceSpec};
 use crate::engine::PoolLimits;
 use crate::runtime::{TrialFailure, TrialRun};
 use crate::state::RequestState;
+use bytes::Bytes;
 use http::HeaderValue;
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
@@ -165,7 +166,7 @@ impl ComponentLoader {
     /// service's own `[limits]`; unset ones are the host's).
     pub async fn load(
         &self,
-        bytes: Arc<[u8]>,
+        bytes: Bytes,
         version: String,
         source: String,
         limits: &ServiceLimits,
@@ -197,10 +198,86 @@ impl ComponentLoader {
 
 /// The content hash of a component.
 pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A component's bytes and their [`content_hash`], which always match:
+/// the only ways to build one compute the hash from the bytes.
+#[derive(Debug, Clone)]
+pub struct ComponentBytes {
+    bytes: Bytes,
+    hash: String,
+}
+
+impl ComponentBytes {
+    /// `bytes`, hashed.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        let hash = content_hash(&bytes);
+        Self { bytes, hash }
+    }
+
+    /// The bytes (cheap to clone).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Their content hash: the version they deploy as.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl Default for ComponentBytes {
+    fn default() -> Self {
+        Self::new(Bytes::new())
+    }
+}
+
+/// Collects a component as it arrives and hashes each piece on the way,
+/// so an upload is hashed while it is still being received.
+pub struct ComponentHasher {
+    bytes: Vec<u8>,
+    hasher: Sha256,
+}
+
+impl ComponentHasher {
+    /// Room for `expected` bytes up front (a declared length), so an
+    /// upload is not copied each time the buffer would have grown.
+    pub fn with_capacity(expected: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(expected),
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Adds the next piece.
+    pub fn push(&mut self, piece: &[u8]) {
+        self.hasher.update(piece);
+        self.bytes.extend_from_slice(piece);
+    }
+
+    /// Bytes received so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The whole component and its hash.
+    pub fn finish(self) -> ComponentBytes {
+        ComponentBytes {
+            hash: hex(&self.hasher.finalize()),
+            bytes: Bytes::from(self.bytes),
+        }
+    }
 }
 
 /// Checks the header, compiles (which checks the component against the

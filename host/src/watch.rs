@@ -11,7 +11,7 @@
 //! failure is shown by `bazaar services` until a good build lands.
 
 use crate::deploy::{DeployRequest, Deployer};
-use crate::loader::content_hash;
+use crate::loader::ComponentBytes;
 use crate::registry::ServiceRegistry;
 use std::collections::HashMap;
 use std::path::Path;
@@ -107,13 +107,14 @@ async fn redeploy(registry: Arc<ServiceRegistry>, deployer: Arc<Deployer>, name:
             return;
         }
     };
+    let component = ComponentBytes::new(bytes);
     let record = deployer.record(&name).await;
-    if record.is_some_and(|r| r.seed.as_deref() == Some(content_hash(&bytes).as_str())) {
+    if record.is_some_and(|r| r.seed.as_deref() == Some(component.hash())) {
         return;
     }
     let request = DeployRequest {
         service: name.clone(),
-        bytes,
+        component,
         source,
         from_file: true,
         ..DeployRequest::default()

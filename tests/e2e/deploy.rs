@@ -300,3 +300,65 @@ async fn rewriting_a_watched_component_file_redeploys_that_service_alone() {
     assert_eq!(host.get("/api/products").await.status(), 200);
     host.stop().await;
 }
+
+/// Sends `body` to `PUT /services/{service}` in 4 KiB chunks (no length
+/// declared up front); the raw answer.
+fn put_chunked(addr: std::net::SocketAddr, service: &str, body: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!(
+        "PUT /services/{service} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(4096) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_hashed_as_they_arrive_and_capped() {
+    let host = TestHost::start_edited(
+        support::temp_dir(),
+        support::STANDARD_SERVICES,
+        "",
+        |text| text.replace("[admin]\n", "[admin]\nmax_component_bytes = 300000\n"),
+    )
+    .await;
+    let before = host.version_of("products").await;
+    // Over the cap, with its length declared: refused before it is read.
+    let big = with_custom_section(&wasm_bytes("testbed"), "too big");
+    assert!(big.len() > 300_000);
+    let refused = host.deploy("products", big.clone()).await;
+    assert_eq!(refused.status(), 413);
+    let addr = host.running.admin_addr;
+    // Over the cap, chunked: refused once the count passes it.
+    let answer = tokio::task::spawn_blocking(move || put_chunked(addr, "products", &big))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(host.version_of("products").await, before, "nothing changed");
+
+    // Under the cap, chunked: the version is the hash of every byte.
+    let next = with_custom_section(&wasm_bytes("products"), "chunked upload");
+    let expected = hash(&next);
+    let answer = tokio::task::spawn_blocking(move || put_chunked(addr, "products", &next))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&expected), "{answer}");
+    assert_eq!(host.version_of("products").await, Some(expected.clone()));
+    let served = host.get("/api/products").await;
+    assert_eq!(version_header(&served), expected);
+    host.stop().await;
+}

@@ -111,6 +111,9 @@ pub enum AdminError {
     /// A deploy, rollback or removal was refused.
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    /// The uploaded component is over `[admin] max_component_bytes`.
+    #[error("the component is larger than [admin] max_component_bytes = {0}")]
+    TooLarge(usize),
     /// The host failed.
     #[error("{0}")]
     Internal(String),
@@ -123,6 +126,7 @@ impl AdminError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Deploy(e) => match e {
                 DeployError::Load { .. }

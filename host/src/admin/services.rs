@@ -3,9 +3,11 @@
 use super::{AdminError, AdminState, SOURCE_HEADER};
 use crate::config::ServiceSpec;
 use crate::deploy::{DeployOutcome, DeployRequest, RemoveOutcome, ServiceStatus};
+use crate::loader::{ComponentBytes, ComponentHasher};
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
+use http_body_util::BodyExt as _;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -62,7 +64,7 @@ pub(super) async fn deploy(
     Path(name): Path<String>,
     Query(query): Query<DeployQuery>,
     headers: http::HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<DeployOutcome>, AdminError> {
     let spec = query
         .spec
@@ -75,15 +77,46 @@ pub(super) async fn deploy(
         .filter(|v| !v.is_empty() && v.len() <= 512)
         .unwrap_or("the uploaded component")
         .to_owned();
+    let component = receive(&headers, body, state.max_component_bytes).await?;
     let request = DeployRequest {
         service: name,
-        bytes: body.to_vec(),
+        component,
         source,
         spec,
         expected: query.expected_version,
         from_file: false,
     };
     Ok(Json(state.deployer.deploy(request).await?))
+}
+
+/// Reads an uploaded component, at most `max` bytes, hashing it as it
+/// arrives into a buffer sized by its declared length: no copy when the
+/// buffer would have grown, no second pass to hash it.
+async fn receive(
+    headers: &http::HeaderMap,
+    mut body: Body,
+    max: usize,
+) -> Result<ComponentBytes, AdminError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > max) {
+        return Err(AdminError::TooLarge(max));
+    }
+    let mut component = ComponentHasher::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            AdminError::BadRequest(format!("the upload was cut off or malformed: {e}"))
+        })?;
+        if let Some(data) = frame.data_ref() {
+            if component.len().saturating_add(data.len()) > max {
+                return Err(AdminError::TooLarge(max));
+            }
+            component.push(data);
+        }
+    }
+    Ok(component.finish())
 }
 
 /// Body of `POST /services/{name}/rollback`; both fields are optional.
@@ -99,7 +132,7 @@ pub(super) struct RollbackBody {
 pub(super) async fn rollback(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
-    body: Bytes,
+    body: axum::body::Bytes,
 ) -> Result<Json<DeployOutcome>, AdminError> {
     let body: RollbackBody = if body.is_empty() {
         RollbackBody::default()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 /// Where a service's version comes from at start-up.
 enum Source {
     /// The component file, as a new deploy.
-    File { bytes: Arc<[u8]>, hash: String },
+    File { bytes: bytes::Bytes, hash: String },
     /// The recorded current version.
     Kept,
     /// Nothing loadable; the message says why.
@@ -173,7 +173,7 @@ impl Deployer {
         let limits = plan.spec.limits.clone();
         match &plan.source {
             Source::File { bytes, hash } => {
-                let (bytes, hash) = (Arc::clone(bytes), hash.clone());
+                let (bytes, hash) = (bytes.clone(), hash.clone());
                 let source = self
                     .seeds
                     .get(&name)
@@ -224,7 +224,7 @@ impl Deployer {
         let loaded = match (&plan.source, loaded) {
             (Source::File { bytes, hash }, Ok(loaded)) => {
                 self.artifacts
-                    .save(hash, Arc::clone(bytes))
+                    .save(hash, bytes.clone())
                     .await
                     .map_err(|e| format!("{e:#}"))?;
                 let record = &mut plan.record;
