@@ -414,7 +414,10 @@ async fn each_request_has_one_access_line() {
     let config = support::binary_config(&dir, support::STANDARD_SERVICES);
     let host = support::BinaryHost::spawn(&config, &dir.join("text.log"));
     let client = reqwest::Client::new();
-    for (path, id) in [("/alpha/path/x", "text-log-ok"), ("/nowhere", "text-log-404")] {
+    for (path, id) in [
+        ("/alpha/path/x", "text-log-ok"),
+        ("/nowhere", "text-log-404"),
+    ] {
         client
             .get(format!("{}{path}", host.url))
             .header("x-request-id", id)
