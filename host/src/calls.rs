@@ -8,8 +8,8 @@
 //! the caller an error response (JSON, with the status the gateway would
 //! use), never a hang. The request id and the trace travel with the call.
 
-use crate::context::{CALLER_HEADER, REQUEST_ID_HEADER, RequestContext, TRACEPARENT_HEADER};
-use crate::gateway::{HOST_ONLY_PREFIX, SERVICE_HEADER, VERSION_HEADER, error_response};
+use crate::context::{CALLER_HEADER, RequestContext};
+use crate::gateway::{SERVICE_HEADER, VERSION_HEADER, error_response};
 use crate::registry::{ServiceContext, ServiceRegistry, ServiceSlot};
 use crate::runtime::Runtime;
 use http::{HeaderValue, StatusCode};
@@ -112,25 +112,10 @@ async fn run(
         return error_body(StatusCode::SERVICE_UNAVAILABLE, &message, &ctx.id);
     };
     let headers = request.headers_mut();
-    // Only the host says who is calling: drop what the guest set.
-    let forged: Vec<_> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
-        .cloned()
-        .collect();
-    for name in forged {
-        headers.remove(name);
-    }
-    let mut context_headers = vec![
-        (REQUEST_ID_HEADER, ctx.id.to_string()),
-        (TRACEPARENT_HEADER, ctx.trace.header()),
-        (CALLER_HEADER, caller.to_owned()),
-    ];
-    context_headers.extend(ctx.identity_headers());
-    for (name, value) in context_headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
+    // Only the host says who is calling: what the guest set is dropped.
+    crate::gateway::set_host_headers(headers, &ctx);
+    if let Ok(value) = HeaderValue::from_str(caller) {
+        headers.insert(CALLER_HEADER, value);
     }
     let version_header = version.version_header.clone();
     let id = Arc::clone(&ctx.id);

@@ -293,20 +293,16 @@ fn authenticate(
 }
 
 /// Replaces every `x-bazaar-*` header with the host's own, and passes the
-/// request id and trace context on.
-fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
-    if headers
+/// request id and trace context on; for client requests and service calls.
+pub(crate) fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
+    // Collecting none allocates nothing.
+    let forged: Vec<_> = headers
         .keys()
-        .any(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
-    {
-        let forged: Vec<_> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
-            .cloned()
-            .collect();
-        for name in forged {
-            headers.remove(name);
-        }
+        .filter(|name| name.as_str().starts_with(HOST_ONLY_PREFIX))
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
     }
     if let Ok(value) = HeaderValue::from_str(&ctx.id) {
         headers.insert(REQUEST_ID_HEADER, value);
