@@ -8,7 +8,7 @@
 //! fleet's database, so a host can run a version deployed through another.
 
 use crate::fleet::FleetControl;
-use crate::loader::content_hash;
+use crate::loader::{Pieces, content_hash};
 use anyhow::Context as _;
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -39,12 +39,12 @@ impl ArtifactStore {
 
     /// Stores `bytes` (content hash `hash`) here and, on a fleet, in the
     /// fleet's database, durably.
-    pub async fn save(self: &Arc<Self>, hash: &str, bytes: bytes::Bytes) -> anyhow::Result<()> {
+    pub async fn save(self: &Arc<Self>, hash: &str, bytes: Pieces) -> anyhow::Result<()> {
         if let Some(fleet) = &self.fleet {
-            fleet.put_artifact(hash, &bytes).await?;
+            fleet.put_artifact(hash, &bytes.contiguous()).await?;
         }
         let (this, hash) = (Arc::clone(self), hash.to_owned());
-        tokio::task::spawn_blocking(move || this.put(&hash, &bytes)).await?
+        tokio::task::spawn_blocking(move || this.put(&hash, bytes.pieces())).await?
     }
 
     /// The component with `hash`, checked against its hash: from here, or
@@ -74,7 +74,7 @@ impl ArtifactStore {
             "the fleet's copy of component {hash} is damaged; deploy it again"
         );
         let (this, hash, keep) = (Arc::clone(self), hash.to_owned(), bytes.clone());
-        tokio::task::spawn_blocking(move || this.put(&hash, &keep)).await??;
+        tokio::task::spawn_blocking(move || this.put(&hash, &[keep.into()])).await??;
         Ok(bytes)
     }
 
@@ -94,9 +94,9 @@ impl ArtifactStore {
         self.dir.join(format!("{hash}.wasm"))
     }
 
-    /// Stores `bytes`, whose content hash is `hash`, durably; a no-op when
-    /// it is already there.
-    pub fn put(&self, hash: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    /// Stores the component made of `pieces`, whose content hash is
+    /// `hash`, durably; a no-op when it is already there.
+    pub fn put(&self, hash: &str, pieces: &[bytes::Bytes]) -> anyhow::Result<()> {
         let path = self.path(hash);
         if path.exists() {
             return Ok(());
@@ -106,7 +106,9 @@ impl ArtifactStore {
             .join(format!(".{hash}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&temp)?;
-            file.write_all(bytes)?;
+            for piece in pieces {
+                file.write_all(piece)?;
+            }
             file.sync_all()?;
             std::fs::rename(&temp, &path)?;
             std::fs::File::open(&self.dir)?.sync_all()
@@ -161,8 +163,14 @@ mod tests {
         let store = ArtifactStore::open(&dir).expect("open");
         let bytes = b"\0asm component bytes".to_vec();
         let hash = content_hash(&bytes);
-        store.put(&hash, &bytes).expect("put");
-        store.put(&hash, &bytes).expect("a second put is a no-op");
+        // Stored from the pieces an upload arrived in, in order.
+        let (head, tail) = bytes.split_at(7);
+        let pieces = [
+            bytes::Bytes::copy_from_slice(head),
+            bytes::Bytes::copy_from_slice(tail),
+        ];
+        store.put(&hash, &pieces).expect("put");
+        store.put(&hash, &pieces).expect("a second put is a no-op");
         assert_eq!(store.get(&hash).expect("get"), bytes);
         std::fs::write(store.path(&hash), b"tampered").expect("overwrite");
         let err = store.get(&hash).expect_err("damage must be caught");

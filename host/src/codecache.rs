@@ -61,12 +61,13 @@ impl CodeCache {
     }
 
     /// The component whose content hash is `hash`: from the cache, else
-    /// compiled from `bytes` and written to the cache for next time.
-    pub fn load_or_compile(
+    /// compiled from `bytes()` (asked for only then) and written to the
+    /// cache for next time.
+    pub fn load_or_compile<B: AsRef<[u8]>>(
         &self,
         engine: &Engine,
         hash: &str,
-        bytes: &[u8],
+        bytes: impl FnOnce() -> B,
     ) -> wasmtime::Result<Component> {
         let turn = self.turn(hash);
         let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
@@ -96,7 +97,7 @@ impl CodeCache {
                 }
             }
         }
-        let component = Component::new(engine, bytes)?;
+        let component = Component::new(engine, bytes())?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self
             .store(&path, &component)
@@ -183,7 +184,7 @@ mod tests {
     fn a_compiled_component_is_stored_once_and_loaded_again() {
         let (engine, cache, dir) = cache();
         cache
-            .load_or_compile(&engine, "aa", EMPTY_COMPONENT)
+            .load_or_compile(&engine, "aa", || EMPTY_COMPONENT)
             .expect("compiles");
         let stored = cache.path("aa");
         assert!(
@@ -193,7 +194,9 @@ mod tests {
         );
         // Loaded from the file: the bytes given are not looked at.
         cache
-            .load_or_compile(&engine, "aa", b"not wasm at all")
+            .load_or_compile(&engine, "aa", || -> &[u8] {
+                panic!("a cached component is not read again")
+            })
             .expect("loads from the cache");
         std::fs::remove_dir_all(dir).ok();
     }
@@ -244,7 +247,9 @@ mod tests {
                 let (bytes, start) = (Arc::clone(&bytes), Arc::clone(&start));
                 std::thread::spawn(move || {
                     start.wait();
-                    cache.load_or_compile(&engine, "same", &bytes).map(drop)
+                    cache
+                        .load_or_compile(&engine, "same", || bytes.as_slice())
+                        .map(drop)
                 })
             })
             .collect();
@@ -264,7 +269,7 @@ mod tests {
         let (engine, cache, dir) = cache();
         std::fs::write(cache.path("bb"), b"garbage").unwrap();
         cache
-            .load_or_compile(&engine, "bb", EMPTY_COMPONENT)
+            .load_or_compile(&engine, "bb", || EMPTY_COMPONENT)
             .expect("compiles instead");
         assert_ne!(std::fs::read(cache.path("bb")).unwrap(), b"garbage");
         std::fs::remove_dir_all(dir).ok();
@@ -274,7 +279,7 @@ mod tests {
     fn trimming_drops_the_least_recently_used_first() {
         let (engine, mut cache, dir) = cache();
         cache
-            .load_or_compile(&engine, "old", EMPTY_COMPONENT)
+            .load_or_compile(&engine, "old", || EMPTY_COMPONENT)
             .unwrap();
         let size = std::fs::metadata(cache.path("old")).unwrap().len();
         let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -286,7 +291,7 @@ mod tests {
         // Room for one file: storing a second pushes the older one out.
         cache.limit = size + size / 2;
         cache
-            .load_or_compile(&engine, "new", EMPTY_COMPONENT)
+            .load_or_compile(&engine, "new", || EMPTY_COMPONENT)
             .unwrap();
         assert!(cache.path("new").exists());
         assert!(!cache.path("old").exists(), "the older file should be gone");

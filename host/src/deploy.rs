@@ -20,7 +20,7 @@ use crate::config::{ServiceSpec, is_valid_service_name};
 use crate::control::{ChangeLock, Control, Origin, ServiceRecord, VersionError, VersionRecord};
 use crate::events::{EventLog, now_ms};
 use crate::kvstore::StoreBackend;
-use crate::loader::{ComponentBytes, ComponentLoader, LoadError, LoadedService, short};
+use crate::loader::{ComponentBytes, ComponentLoader, LoadError, LoadedService, Pieces, short};
 use crate::registry::{ServiceContext, ServiceEnv, ServiceRegistry, ServiceSlot};
 use crate::router::RouteError;
 use serde::{Deserialize, Serialize};
@@ -578,7 +578,7 @@ impl Deployer {
     async fn persist(
         &self,
         service: &str,
-        component: Option<(String, bytes::Bytes)>,
+        component: Option<(String, Pieces)>,
         record: &ServiceRecord,
     ) -> Result<(), DeployError> {
         let result = async {

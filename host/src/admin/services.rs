@@ -104,19 +104,22 @@ async fn receive(
     if declared.is_some_and(|len| len > max) {
         return Err(AdminError::TooLarge(max));
     }
-    let mut component = ComponentHasher::with_capacity(declared.unwrap_or(0));
+    let mut component = ComponentHasher::start();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             AdminError::BadRequest(format!("the upload was cut off or malformed: {e}"))
         })?;
-        if let Some(data) = frame.data_ref() {
+        if let Ok(data) = frame.into_data() {
             if component.len().saturating_add(data.len()) > max {
                 return Err(AdminError::TooLarge(max));
             }
             component.push(data);
         }
     }
-    Ok(component.finish())
+    component
+        .finish()
+        .await
+        .map_err(|e| AdminError::Internal(format!("{e:#}")))
 }
 
 /// Body of `POST /services/{name}/rollback`; both fields are optional.

@@ -180,7 +180,7 @@ impl Deployer {
                     .map_or_else(String::new, |s| s.path.display().to_string());
                 Some(tokio::spawn(async move {
                     loader
-                        .load(bytes, hash, source.clone(), &limits)
+                        .load(bytes.into(), hash, source.clone(), &limits)
                         .await
                         .map_err(|e| format!("cannot deploy {source} to service `{name}`: {e}"))
                 }))
@@ -224,7 +224,7 @@ impl Deployer {
         let loaded = match (&plan.source, loaded) {
             (Source::File { bytes, hash }, Ok(loaded)) => {
                 self.artifacts
-                    .save(hash, bytes.clone())
+                    .save(hash, bytes.clone().into())
                     .await
                     .map_err(|e| format!("{e:#}"))?;
                 let record = &mut plan.record;
