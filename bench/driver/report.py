@@ -81,7 +81,9 @@ def render(result):
     for s in result.get("hot_swap") or []:
         out.append(
             f"hot swap {s['component']} ({s['bytes'] / 1e6:.1f} MB), deploy call to first new"
-            f" response: uncached {s['uncached_ms']:.0f} ms, cached {s['cached_ms']:.0f} ms")
+            f" response, while polled: uncached {s['uncached_ms']:.0f} ms,"
+            f" cached {s['cached_ms']:.0f} ms; cached, quiet host {s['cached_quiet_ms']:.0f} ms"
+            " (cached: medians of 5)")
     st = result.get("startup")
     if st:
         for kind in ("cold", "warm"):
