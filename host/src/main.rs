@@ -2,6 +2,15 @@
 
 use clap::Parser as _;
 
+/// mimalloc instead of glibc's malloc: a fresh instance per request makes
+/// and frees hundreds of small objects (store, WASI contexts, resources,
+/// headers), and glibc spent ~8% of a request's CPU on them. Measured with
+/// the benchmark's fresh hello: 59-61 µs of CPU per request instead of
+/// 70-77 at 64 connections. Built without transparent huge pages
+/// (`no_thp`): with them its arenas cost ~15 MiB more resident memory idle.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = bazaar::cli::Cli::parse();
