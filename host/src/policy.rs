@@ -126,12 +126,13 @@ impl Decision {
         }
     }
 
-    /// Takes one request from `client`'s bucket.
-    pub fn take(&self, client: &str) -> Result<(), Refusal> {
+    /// Takes one request from the bucket of the client `client()` names,
+    /// asked for only when the route has a rate limit.
+    pub fn take(&self, client: impl FnOnce() -> String) -> Result<(), Refusal> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        limiter.check_key(&client.to_owned()).map_err(|not_until| {
+        limiter.check_key(&client()).map_err(|not_until| {
             Refusal::RateLimited(not_until.wait_time_from(limiter.clock().now()))
         })
     }
@@ -234,12 +235,15 @@ mod tests {
     fn a_rate_limit_is_per_client_and_says_when_to_retry() {
         let p = policy("routes = [\"/r\"]\n[[rules]]\nrate_limit = \"2/min\"\n");
         let d = p.decide("/r", &Method::POST);
-        assert!(d.take("a").is_ok() && d.take("a").is_ok());
-        match d.take("a") {
+        assert!(d.take(|| "a".into()).is_ok() && d.take(|| "a".into()).is_ok());
+        match d.take(|| "a".into()) {
             Err(Refusal::RateLimited(wait)) => assert!(wait > Duration::from_secs(20)),
             other => panic!("the third request should be limited: {other:?}"),
         }
-        assert!(d.take("b").is_ok(), "another client has its own bucket");
+        assert!(
+            d.take(|| "b".into()).is_ok(),
+            "another client has its own bucket"
+        );
     }
 
     #[test]

@@ -142,15 +142,16 @@ async fn forward(
     let decision = policy.decide(pattern, request.method());
     let identity = authenticate(state, request.headers(), &decision)?;
     decision.admit(identity.as_ref())?;
-    let client = match (
-        &identity,
-        request.extensions().get::<ConnectInfo<SocketAddr>>(),
-    ) {
-        (Some(who), _) => who.subject.clone(),
-        (None, Some(ConnectInfo(peer))) => peer.ip().to_string(),
-        (None, None) => "unknown".to_owned(),
-    };
-    decision.take(&client)?;
+    decision.take(|| {
+        match (
+            &identity,
+            request.extensions().get::<ConnectInfo<SocketAddr>>(),
+        ) {
+            (Some(who), _) => who.subject.clone(),
+            (None, Some(ConnectInfo(peer))) => peer.ip().to_string(),
+            (None, None) => "unknown".to_owned(),
+        }
+    })?;
 
     let version = slot.current().ok_or_else(|| {
         let why = match slot.error() {

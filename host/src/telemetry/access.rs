@@ -9,7 +9,6 @@
 //! formats.
 
 use super::LogFormat;
-use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -97,22 +96,53 @@ fn text_line(entry: &AccessEntry<'_>, now: SystemTime, ansi: bool) -> String {
     } else {
         "  INFO "
     });
-    let _ = write!(line, "request{{request_id={}", entry.request_id);
+    // Pieces pushed one by one: `write!` and float formatting were a
+    // visible share of a warm request's CPU.
+    line.push_str("request{request_id=");
+    line.push_str(entry.request_id);
     if let Some(service) = entry.service {
-        let _ = write!(line, " service={service}");
+        line.push_str(" service=");
+        line.push_str(service);
     }
     if let Some(version) = entry.version {
-        let _ = write!(line, " version={}", crate::loader::short(version));
+        line.push_str(" version=");
+        line.push_str(crate::loader::short(version));
     }
-    let _ = writeln!(
-        line,
-        "}}: {TARGET}: served method={} path={} status={} elapsed_ms={:.3}",
-        entry.method,
-        entry.path,
-        entry.status,
-        millis(entry.elapsed)
+    line.push_str("}: ");
+    line.push_str(TARGET);
+    line.push_str(": served method=");
+    line.push_str(entry.method);
+    line.push_str(" path=");
+    line.push_str(entry.path);
+    line.push_str(" status=");
+    push_number(&mut line, u64::from(entry.status), 1);
+    line.push_str(" elapsed_ms=");
+    // Milliseconds with three decimals, rounded to the microsecond.
+    let micros = (entry.elapsed.as_nanos() + 500) / 1000;
+    push_number(
+        &mut line,
+        u64::try_from(micros / 1000).unwrap_or(u64::MAX),
+        1,
     );
+    line.push('.');
+    push_number(&mut line, (micros % 1000) as u64, 3);
+    line.push('\n');
     line
+}
+
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn push_number(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    start = start.min(digits.len().saturating_sub(width.min(digits.len())));
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// The same as one JSON object, in the shape of `tracing`'s JSON format:
@@ -153,14 +183,20 @@ fn timestamp(out: &mut String, now: SystemTime) {
     let secs = since.as_secs();
     let (days, of_day) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        since.subsec_micros()
-    );
+    push_number(out, year, 4);
+    out.push('-');
+    push_number(out, month, 2);
+    out.push('-');
+    push_number(out, day, 2);
+    out.push('T');
+    push_number(out, of_day / 3600, 2);
+    out.push(':');
+    push_number(out, of_day % 3600 / 60, 2);
+    out.push(':');
+    push_number(out, of_day % 60, 2);
+    out.push('.');
+    push_number(out, u64::from(since.subsec_micros()), 6);
+    out.push('Z');
 }
 
 /// The calendar date `days` after 1970-01-01 (Howard Hinnant's algorithm,
@@ -221,6 +257,29 @@ mod tests {
              version=48bcaf79ddfc}: bazaar::access: served method=GET path=/hello \
              status=200 elapsed_ms=0.048\n"
         );
+    }
+
+    #[test]
+    fn elapsed_times_round_to_the_microsecond() {
+        for (elapsed, shown) in [
+            (Duration::ZERO, "elapsed_ms=0.000\n"),
+            (Duration::from_nanos(1_499), "elapsed_ms=0.001\n"),
+            (Duration::from_nanos(1_500), "elapsed_ms=0.002\n"),
+            (Duration::from_micros(1_000), "elapsed_ms=1.000\n"),
+            (Duration::from_micros(12_345_678), "elapsed_ms=12345.678\n"),
+        ] {
+            let line = text_line(
+                &AccessEntry {
+                    elapsed,
+                    status: 503,
+                    ..entry()
+                },
+                at(0, 0),
+                false,
+            );
+            assert!(line.ends_with(shown), "{elapsed:?}: {line}");
+            assert!(line.contains(" status=503 "), "{line}");
+        }
     }
 
     #[test]
