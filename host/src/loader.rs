@@ -316,10 +316,18 @@ impl Default for ComponentBytes {
 /// (SHA-256 runs at ~1.8 GB/s here, 10 ms for an 18 MB component).
 pub struct ComponentHasher {
     pieces: Vec<Bytes>,
+    /// Small pieces gathered into one, so that an upload sent in tiny
+    /// chunks costs at most a few bytes of bookkeeping per kilobyte.
+    small: bytes::BytesMut,
     len: usize,
     to_hash: std::sync::mpsc::Sender<Bytes>,
     digest: tokio::task::JoinHandle<String>,
 }
+
+/// Pieces shorter than this are copied together instead of kept apart.
+const SMALL_PIECE: usize = 4 << 10;
+/// Gathered small pieces are passed on once they reach this size.
+const GATHERED: usize = 64 << 10;
 
 impl ComponentHasher {
     /// Starts the hashing on the Tokio runtime's blocking pool; must be
@@ -337,15 +345,36 @@ impl ComponentHasher {
         });
         Self {
             pieces: Vec::new(),
+            small: bytes::BytesMut::new(),
             len: 0,
             to_hash,
             digest,
         }
     }
 
-    /// Adds the next piece (a reference-counted view; nothing is copied).
+    /// Adds the next piece: kept as it is (a reference-counted view, not
+    /// copied) unless it is small.
     pub fn push(&mut self, piece: Bytes) {
         self.len += piece.len();
+        if piece.len() < SMALL_PIECE {
+            self.small.extend_from_slice(&piece);
+            if self.small.len() >= GATHERED {
+                self.pass_gathered();
+            }
+            return;
+        }
+        self.pass_gathered();
+        self.pass(piece);
+    }
+
+    fn pass_gathered(&mut self) {
+        if !self.small.is_empty() {
+            let gathered = self.small.split().freeze();
+            self.pass(gathered);
+        }
+    }
+
+    fn pass(&mut self, piece: Bytes) {
         // The receiver lives until the sender is dropped, unless the
         // hashing thread died; `finish` reports that.
         let _ = self.to_hash.send(piece.clone());
@@ -363,7 +392,8 @@ impl ComponentHasher {
     }
 
     /// The whole component and its hash, once every piece is hashed.
-    pub async fn finish(self) -> anyhow::Result<ComponentBytes> {
+    pub async fn finish(mut self) -> anyhow::Result<ComponentBytes> {
+        self.pass_gathered();
         drop(self.to_hash);
         let hash = self
             .digest
@@ -484,6 +514,33 @@ mod tests {
         assert_eq!(bytes.len(), whole.len());
         assert_eq!(bytes.contiguous(), whole);
         assert_eq!(bytes.head(8), whole[..8]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn tiny_pieces_are_gathered_in_order() {
+        let whole: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let mut upload = ComponentHasher::start();
+        let mut rest = whole.as_slice();
+        // One-byte pieces, a large one in the middle, then small again.
+        for _ in 0..70_000 {
+            upload.push(Bytes::copy_from_slice(&rest[..1]));
+            rest = &rest[1..];
+        }
+        upload.push(Bytes::copy_from_slice(&rest[..50_000]));
+        rest = &rest[50_000..];
+        for piece in rest.chunks(100) {
+            upload.push(Bytes::copy_from_slice(piece));
+        }
+        let component = upload.finish().await.expect("hashed");
+        assert_eq!(component.hash(), content_hash(&whole));
+        let bytes = component.bytes();
+        assert_eq!(bytes.contiguous(), whole);
+        assert!(
+            bytes.pieces().len() <= whole.len() / GATHERED + 3,
+            "{} pieces kept for {} bytes",
+            bytes.pieces().len(),
+            whole.len()
+        );
     }
 
     #[test]
