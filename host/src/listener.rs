@@ -26,7 +26,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Headers per request.
     pub max_headers: usize,
-    /// Bytes of a request's head.
+    /// Bytes of a request's head; also hyper's read buffer, so the most
+    /// one read from the connection takes.
     pub max_header_bytes: usize,
 }
 

@@ -89,9 +89,9 @@ pub(super) async fn deploy(
     Ok(Json(state.deployer.deploy(request).await?))
 }
 
-/// Reads an uploaded component, at most `max` bytes, hashing it as it
-/// arrives into a buffer sized by its declared length: no copy when the
-/// buffer would have grown, no second pass to hash it.
+/// Reads an uploaded component, at most `max` bytes (declared or counted),
+/// keeping the pieces as they arrive while they are hashed in parallel:
+/// no copy into one buffer, no second pass to hash it.
 async fn receive(
     headers: &http::HeaderMap,
     mut body: Body,
