@@ -304,26 +304,9 @@ async fn rewriting_a_watched_component_file_redeploys_that_service_alone() {
 /// Sends `body` to `PUT /services/{service}` in 4 KiB chunks (no length
 /// declared up front); the raw answer.
 fn put_chunked(addr: std::net::SocketAddr, service: &str, body: &[u8]) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request = format!(
-        "PUT /services/{service} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    for chunk in body.chunks(4096) {
-        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        request.extend_from_slice(chunk);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    let _ = stream.write_all(&request);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
+    let head =
+        format!("PUT /services/{service} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n");
+    support::send_chunked(addr, &head, body, 4096)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

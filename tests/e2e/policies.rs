@@ -381,19 +381,13 @@ async fn request_hygiene_long_uris_big_bodies_timeouts_and_liveness() {
     let limited = TestHost::start_with(support::STANDARD_SERVICES, "max_body_bytes = 1024").await;
     let addr = limited.running.gateway_addr;
     let answer = tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut request = b"POST /alpha/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
-        for _ in 0..16 {
-            request.extend_from_slice(b"100\r\n");
-            request.extend_from_slice(&[b'x'; 256]);
-            request.extend_from_slice(b"\r\n");
-        }
-        request.extend_from_slice(b"0\r\n\r\n");
-        let _ = stream.write_all(&request);
-        let mut buf = Vec::new();
-        let _ = stream.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
+        // Sixteen chunks of 256 bytes.
+        support::send_chunked(
+            addr,
+            "POST /alpha/echo HTTP/1.1\r\nHost: x\r\n",
+            &[b'x'; 4096],
+            256,
+        )
     })
     .await
     .unwrap();
