@@ -267,12 +267,17 @@ impl Runtime {
         // The guest runs inside this request's task until it hands over its
         // response head: a handler that answers in one go (most do) finishes
         // here, with no task of its own and no hand-off between threads.
+        // The guest is polled before the head's receiver: a receiver polled
+        // first holds this task's waker, and the guest setting its head
+        // during the same poll would wake the task that is running it, a
+        // spurious reschedule per request that can also wake an idle
+        // worker thread.
         let mut receiver = receiver;
         let first = std::future::poll_fn(|cx| {
-            if let Poll::Ready(head) = Pin::new(&mut receiver).poll(cx) {
-                return Poll::Ready(Ok(head));
+            if let Poll::Ready(ended) = run.as_mut().poll(cx) {
+                return Poll::Ready(Err(ended));
             }
-            run.as_mut().poll(cx).map(Err)
+            Pin::new(&mut receiver).poll(cx).map(Ok)
         })
         .await;
         match first {
