@@ -101,16 +101,31 @@ impl HealthyLoad {
     }
 }
 
-/// Reads `response`'s body to its end or its first error, returning the
-/// bytes read; gives up after `limit`.
-async fn drain(mut response: reqwest::Response, limit: Duration) -> usize {
+/// How a body that was read to its end ended.
+#[derive(Debug)]
+struct Drained {
+    /// The bytes that arrived.
+    read: Vec<u8>,
+    /// Whether it ended in an error rather than as a complete body.
+    broken: bool,
+}
+
+/// Reads `response`'s body to its end or its first error; gives up after
+/// `limit`.
+async fn drain(mut response: reqwest::Response, limit: Duration) -> Drained {
     let deadline = Instant::now() + limit;
-    let mut read = 0;
+    let mut read = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => read += chunk.len(),
-            Ok(Ok(None) | Err(_)) => return read,
+            Ok(Ok(Some(chunk))) => read.extend_from_slice(&chunk),
+            Ok(Ok(None)) => {
+                return Drained {
+                    read,
+                    broken: false,
+                };
+            }
+            Ok(Err(_)) => return Drained { read, broken: true },
             Err(_) => panic!("the body was still streaming after {limit:?}"),
         }
     }
@@ -237,6 +252,41 @@ async fn deep_recursion_and_a_panic_are_500s() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_the_middle_of_a_body_never_looks_like_its_end() {
+    let host = start("", "").await;
+    let load = HealthyLoad::start(&host);
+    for _ in 0..3 {
+        // The head and a first line go out, then the guest traps.
+        let response = host.get("/alpha/trap-mid-body/300").await;
+        assert_eq!(response.status(), 200, "the head went out before the trap");
+        let drained = drain(response, Duration::from_secs(8)).await;
+        assert_eq!(drained.read, b"before the trap\n");
+        assert!(
+            drained.broken,
+            "the client must see the body fail, not end: {drained:?}"
+        );
+
+        // It traps before anything went out: the failure, not a 200.
+        let response = host.get("/alpha/trap-mid-body/0").await;
+        if response.status() == 200 {
+            // (unless its head happened to go out first)
+            let drained = drain(response, Duration::from_secs(8)).await;
+            assert!(drained.broken, "a body cut by a trap ended: {drained:?}");
+        } else {
+            assert_eq!(response.status(), 500);
+            let error = error_text(response).await;
+            assert!(
+                !error.contains("panicked"),
+                "trap details stay in the log: {error}"
+            );
+        }
+    }
+    load.finish().await;
+    assert_still_serving(&host).await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_and_slow_bodies_end_at_the_deadline() {
     // CPU time far above the timeout: only the deadline may end them.
     let host = start("timeout_ms = 1500\ncpu_time_ms = 60000", "").await;
@@ -245,12 +295,19 @@ async fn endless_and_slow_bodies_end_at_the_deadline() {
         let started = Instant::now();
         let response = host.get(path).await;
         assert_eq!(response.status(), 200, "{path} sends its head at once");
-        let read = drain(response, Duration::from_secs(8)).await;
+        let drained = drain(response, Duration::from_secs(8)).await;
         let elapsed = started.elapsed();
-        eprintln!("{path}: body ended after {elapsed:?} and {read} bytes");
+        eprintln!(
+            "{path}: body ended after {elapsed:?} and {} bytes",
+            drained.read.len()
+        );
         assert!(
             elapsed < Duration::from_millis(1500 + 1500),
             "{path}: the body should end by the 1.5 s deadline, took {elapsed:?}"
+        );
+        assert!(
+            drained.broken,
+            "{path}: a body cut off at the deadline must not end as if complete"
         );
     }
     load.finish().await;

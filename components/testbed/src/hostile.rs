@@ -52,6 +52,19 @@ pub fn stream(req: Request) -> Result<Response> {
     }))
 }
 
+/// Sends its head and one line `before the trap\n`, waits `ms`, then traps.
+pub fn trap_mid_body(req: Request) -> Result<Response> {
+    let pause = Duration::from_millis(req.param_as("ms")?);
+    let headers = vec![("content-type".to_owned(), b"text/plain".to_vec())];
+    Ok(Response::streaming(200, headers, move |body| {
+        let _ = body.send(b"before the trap\n");
+        if !pause.is_zero() {
+            platform::sleep(pause);
+        }
+        panic!("the testbed was asked to trap in the middle of its body");
+    }))
+}
+
 /// Grows memory `step_mib` at a time with `try_reserve` until a growth is
 /// refused, then answers how far it got: `{"allocated_mib", "memory_mib"}`,
 /// the second being the linear memory's size at the peak.

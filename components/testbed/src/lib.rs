@@ -49,6 +49,7 @@ fn routes() -> Router {
         .delete("/{svc}/call/{service}/{*path}", net::call)
         .get("/{svc}/socket", net::socket)
         .get("/{svc}/trap", hostile::trap)
+        .get("/{svc}/trap-mid-body/{ms}", hostile::trap_mid_body)
         .get("/{svc}/loop", hostile::spin)
         .get("/{svc}/oom", hostile::oom)
         .get("/{svc}/sleep/{ms}", hostile::sleep)

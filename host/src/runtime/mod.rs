@@ -58,7 +58,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody, StreamContext};
 
 /// How long a request waits for one of its service's concurrency permits
 /// before it is refused as busy: long enough to ride out a burst, short
@@ -254,6 +254,7 @@ impl Runtime {
                 }
                 Err(e) => {
                     report_memory(&service.name, &version_id, &store);
+                    abort_unfinished_bodies(store.data_mut().http().table);
                     if head_sent.load(Ordering::Acquire) {
                         tracing::warn!(service = %service.name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
                     }
@@ -289,7 +290,12 @@ impl Runtime {
             // It dropped its response without setting it; how it ended says why.
             Ok(Err(_)) => Err(no_response(run.await)),
             Err(ended) => match receiver.try_recv() {
-                Ok(Ok(response)) => Ok(guarded(response, AbortOnDrop::finished())),
+                Ok(Ok(response)) if matches!(ended, Ok(Ok(()))) => {
+                    Ok(guarded(response, AbortOnDrop::finished()))
+                }
+                // It set its head, then failed before any of it went out:
+                // the client is told it failed, not sent a broken body.
+                Ok(Ok(_)) => Err(no_response(ended)),
                 Ok(Err(code)) => Err(RuntimeError::Guest(code)),
                 Err(_) => Err(no_response(ended)),
             },
@@ -389,6 +395,21 @@ async fn admit(
 
 /// Logs a refused memory growth behind a failure: the trap itself only
 /// says the guest aborted.
+/// Ends every body a failed guest was still writing, its response's or
+/// that of a request it was sending, with an error. Left to the store's
+/// drop, such a body would end as if it were complete (wasi-http treats a
+/// dropped finish signal as the end of the stream), and a client or a
+/// called service would take a truncated body for the whole of it.
+fn abort_unfinished_bodies(table: &mut wasmtime::component::ResourceTable) {
+    for entry in table.iter_mut() {
+        if let Some(body) = entry.downcast_mut::<HostOutgoingBody>() {
+            // A finished body has left the table; this one never will.
+            let (spent, _) = HostOutgoingBody::new(StreamContext::Response, None, 1, 1);
+            std::mem::replace(body, spent).abort();
+        }
+    }
+}
+
 fn report_memory(
     service: &str,
     version: &str,
