@@ -256,7 +256,7 @@ impl Runtime {
                     report_memory(&service.name, &version_id, &store);
                     abort_unfinished_bodies(store.data_mut().http().table);
                     if head_sent.load(Ordering::Acquire) {
-                        tracing::warn!(service = %service.name, version = short(&version_id), error = format!("{e:#}"), "the service failed after sending its response head");
+                        tracing::warn!(service = %service.name, version = short(&version_id), error = format!("{e:#}"), "the service failed after setting its response head");
                     }
                     Err(e)
                 }
@@ -293,11 +293,10 @@ impl Runtime {
                 Ok(Ok(response)) if matches!(ended, Ok(Ok(()))) => {
                     Ok(guarded(response, AbortOnDrop::finished()))
                 }
-                // It set its head, then failed before any of it went out:
-                // the client is told it failed, not sent a broken body.
-                Ok(Ok(_)) => Err(no_response(ended)),
                 Ok(Err(code)) => Err(RuntimeError::Guest(code)),
-                Err(_) => Err(no_response(ended)),
+                // No head, or one set before a failure and not yet sent:
+                // the client is told how it ended, not sent a broken body.
+                Ok(Ok(_)) | Err(_) => Err(no_response(ended)),
             },
         }
     }
@@ -393,8 +392,6 @@ async fn admit(
     }
 }
 
-/// Logs a refused memory growth behind a failure: the trap itself only
-/// says the guest aborted.
 /// Ends every body a failed guest was still writing, its response's or
 /// that of a request it was sending, with an error. Left to the store's
 /// drop, such a body would end as if it were complete (wasi-http treats a
@@ -410,6 +407,8 @@ fn abort_unfinished_bodies(table: &mut wasmtime::component::ResourceTable) {
     }
 }
 
+/// Logs a refused memory growth behind a failure: the trap itself only
+/// says the guest aborted.
 fn report_memory(
     service: &str,
     version: &str,
