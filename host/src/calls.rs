@@ -50,6 +50,7 @@ impl ServiceCalls {
         // Made here, inside the caller's request span: the future below runs
         // in a task of wasi:http's own, outside it.
         let span = tracing::info_span!(
+            parent: crate::telemetry::scope::parent(),
             "call",
             caller = %caller,
             callee = %callee,

@@ -408,6 +408,122 @@ async fn log_lines_can_be_json() {
     assert_eq!(entry["span"]["request_id"], "json-log-request", "{entry}");
 }
 
+/// POSTs `line` to `path` as request `id`; the answer's `x-bazaar-version`.
+async fn log_through(url: &str, path: &str, id: &str, line: &str) -> String {
+    let answer = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .header("x-request-id", id)
+        .body(line.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{path}: {}", answer.status());
+    answer.headers()["x-bazaar-version"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The first line of `host`'s log containing `text`, once there is one.
+async fn log_line(host: &support::BinaryHost, text: &str) -> String {
+    support::eventually(std::time::Duration::from_secs(10), text, || async {
+        host.log_text()
+            .lines()
+            .find(|l| l.contains(text))
+            .map(str::to_owned)
+    })
+    .await
+}
+
+/// A request's span is made only when a line needs it (see
+/// `telemetry::scope`); lines logged while a request runs still carry it:
+/// the guest's own, and a callee's, inside the caller's request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_logged_during_a_request_carry_its_context() {
+    let dir = support::temp_dir();
+    let config = support::binary_config(&dir, support::STANDARD_SERVICES);
+    let host = support::BinaryHost::spawn(&config, &dir.join("context.log"));
+    let version = log_through(&host.url, "/alpha/log", "ctx-direct", "a direct line").await;
+    log_through(
+        &host.url,
+        "/alpha/call/beta/beta/log",
+        "ctx-called",
+        "a called line",
+    )
+    .await;
+    // This guest fails after its head went out, in a task of its own.
+    let streamed = reqwest::Client::new()
+        .get(format!("{}/alpha/trap-mid-body/50", host.url))
+        .header("x-request-id", "ctx-streaming")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 200);
+    assert!(streamed.bytes().await.is_err(), "the body should be broken");
+    let direct = log_line(&host, "a direct line").await;
+    let called = log_line(&host, "a called line").await;
+    let failed = log_line(&host, "the service failed after setting its response head").await;
+    let startup = log_line(&host, "deployed the component file").await;
+    host.kill();
+    let context = format!(
+        " INFO request{{request_id=ctx-direct service=alpha version={}}}: bazaar::guest: a direct line",
+        &version[..12]
+    );
+    assert!(
+        direct.contains(&context),
+        "{context:?} missing from {direct}"
+    );
+    assert!(
+        called.contains(" INFO request{request_id=ctx-called service=alpha version=")
+            && called.contains("}:call{caller=alpha callee=beta"),
+        "the callee's line should be inside the caller's request and the call: {called}"
+    );
+    assert!(
+        failed.contains(" WARN request{request_id=ctx-streaming service=alpha version="),
+        "a line from the guest's own task should carry its request: {failed}"
+    );
+    assert!(!startup.contains("request{"), "{startup}");
+
+    let dir = support::temp_dir();
+    let config = support::binary_config(&dir, support::STANDARD_SERVICES);
+    let host =
+        support::BinaryHost::spawn_with(&config, &dir.join("json.log"), &["--log-format", "json"]);
+    log_through(&host.url, "/alpha/log", "ctx-json", "a json line").await;
+    let line = log_line(&host, "a json line").await;
+    host.kill();
+    let entry: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(entry["span"]["name"], "request", "{entry}");
+    assert_eq!(entry["span"]["request_id"], "ctx-json", "{entry}");
+    assert_eq!(entry["span"]["service"], "alpha", "{entry}");
+}
+
+/// A filter that selects by the request span sees it (spans are then made
+/// up front, not when a line needs one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_log_can_select_lines_by_the_request_span() {
+    let dir = support::temp_dir();
+    let config = support::binary_config(&dir, support::STANDARD_SERVICES);
+    let host = support::BinaryHost::spawn_filtered(
+        &config,
+        &dir.join("filtered.log"),
+        "warn,[request{service=alpha}]=info",
+    );
+    log_through(&host.url, "/beta/log", "filter-beta", "a beta line").await;
+    log_through(&host.url, "/alpha/log", "filter-alpha", "an alpha line").await;
+    let alpha = log_line(&host, "an alpha line").await;
+    let log = host.log_text();
+    host.kill();
+    assert!(
+        alpha.contains("request{request_id=filter-alpha service=alpha"),
+        "{alpha}"
+    );
+    assert!(
+        !log.contains("a beta line"),
+        "beta's info line is below the filter:\n{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_has_one_access_line() {
     let dir = support::temp_dir();

@@ -375,20 +375,31 @@ impl BinaryHost {
 
     /// Like [`Self::spawn`], with `args` before `serve` (e.g. `--log-format json`).
     pub fn spawn_with(config: &Path, log: &Path, args: &[&str]) -> Self {
-        Self::start_with_args(config, log, true, args)
+        Self::start_with_args(config, log, true, args, "info")
+    }
+
+    /// Like [`Self::spawn`], with `RUST_LOG` set to `filter` instead of `info`.
+    pub fn spawn_filtered(config: &Path, log: &Path, filter: &str) -> Self {
+        Self::start_with_args(config, log, true, &[], filter)
     }
 
     fn start(config: &Path, log: &Path, wait_for_services: bool) -> Self {
-        Self::start_with_args(config, log, wait_for_services, &[])
+        Self::start_with_args(config, log, wait_for_services, &[], "info")
     }
 
-    fn start_with_args(config: &Path, log: &Path, wait_for_services: bool, args: &[&str]) -> Self {
+    fn start_with_args(
+        config: &Path,
+        log: &Path,
+        wait_for_services: bool,
+        args: &[&str],
+        filter: &str,
+    ) -> Self {
         use std::io::BufRead as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
             .args(args)
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(log).expect("log file"))
             .spawn()

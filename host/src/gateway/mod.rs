@@ -1,7 +1,8 @@
 //! The public HTTP front door.
 //!
 //! A request's path through here, each step able to answer by itself:
-//! 1. `access_log` gives it a request id and a span, and writes one access line;
+//! 1. `access_log` gives it a request id and a log context, and writes one
+//!    access line;
 //! 2. the liveness endpoint answers load balancers;
 //! 3. the URI length is checked, and the path routed to a service;
 //! 4. a CORS preflight is answered from the route's policy;
@@ -20,10 +21,10 @@ pub use errors::{GatewayError, error_response};
 
 use crate::auth::{ApiKeys, Identity, TokenAuthority};
 use crate::context::{REQUEST_ID_HEADER, RequestContext, TRACEPARENT_HEADER, TraceContext};
-use crate::loader::short;
 use crate::policy::Decision;
 use crate::registry::ServiceRegistry;
 use crate::runtime::Runtime;
+use crate::telemetry::scope::RequestScope;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -130,10 +131,7 @@ async fn forward(
         service: Arc::clone(&slot.context),
         version: None,
     });
-    let span = tracing::Span::current();
-    span.record("service", tracing::field::display(slot.name()));
-    span.record("route", tracing::field::display(pattern));
-    crate::telemetry::rename(&span, || format!("{} {pattern}", request.method()));
+    crate::telemetry::scope::routed(&slot.context.name, pattern, request.method());
     let policy = &slot.context.policy;
     let origin = header_text(request.headers(), header::ORIGIN).map(str::to_owned);
     if let Some(preflight) = preflight(policy, pattern, &request, origin.as_deref())? {
@@ -161,7 +159,7 @@ async fn forward(
         };
         GatewayError::Unavailable(slot.name().to_owned(), why)
     })?;
-    span.record("version", tracing::field::display(short(&version.version)));
+    crate::telemetry::scope::serving(&version.version);
     served.version = Some(Arc::clone(&version.version));
     let max = state.max_body_bytes;
     let declared = header_text(request.headers(), header::CONTENT_LENGTH)
@@ -171,7 +169,7 @@ async fn forward(
     }
 
     let timeout = decision.timeout.unwrap_or(slot.context.limits.timeout);
-    let ctx = match crate::telemetry::trace_of(&span) {
+    let ctx = match crate::telemetry::trace_of(&tracing::Span::current()) {
         // Exported: the request's own span is what guests and callees continue.
         Some(trace) => {
             let mut ctx =
@@ -319,7 +317,8 @@ pub(crate) fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
 }
 
 /// Gives each request an id (the client's `x-request-id` if it sent a sane
-/// one), runs it inside a span carrying that id, and writes one access line.
+/// one), runs it in a log context carrying that id, and writes one access
+/// line.
 async fn access_log(
     State(state): State<Arc<GatewayState>>,
     mut request: Request,
@@ -337,8 +336,9 @@ async fn access_log(
     let uri = request.uri().clone();
     let path = uri.path();
     // Without an exporter the span only gives log lines made while the
-    // request runs their context; fields the access line carries anyway
-    // stay out of it, since each costs formatting on every request.
+    // request runs their context, and is made when the first such line
+    // is (see `telemetry::scope`); fields the access line carries anyway
+    // stay out of it, since each costs formatting.
     let span = if crate::telemetry::exporting() {
         tracing::info_span!(
             "request",
@@ -353,13 +353,15 @@ async fn access_log(
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
         )
-    } else {
+    } else if crate::telemetry::scope::eager() {
         tracing::info_span!(
             "request",
             request_id = %id,
             service = tracing::field::Empty,
             version = tracing::field::Empty,
         )
+    } else {
+        tracing::Span::none()
     };
     if let Some(parent) =
         header_text(request.headers(), TRACEPARENT_HEADER).and_then(TraceContext::parse)
@@ -367,7 +369,8 @@ async fn access_log(
         crate::telemetry::continue_trace(&span, &parent);
     }
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let scope = RequestScope::new(Arc::clone(&id), &span);
+    let mut response = scope.run(next.run(request)).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let served = response.extensions_mut().remove::<ServedBy>();
     let service = served.as_ref().map(|s| &s.service);

@@ -55,7 +55,6 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody, StreamContext};
@@ -261,8 +260,9 @@ impl Runtime {
                     Err(e)
                 }
             }
-        }
-        .in_current_span();
+        };
+        // Its lines keep the request's context even in a task of its own.
+        let run = crate::telemetry::scope::carry(run);
         let mut run: GuestRun = Box::pin(std::panic::AssertUnwindSafe(run).catch_unwind());
 
         // The guest runs inside this request's task until it hands over its

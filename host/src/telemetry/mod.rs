@@ -5,9 +5,12 @@
 //! `[telemetry] otlp_endpoint` is set, every span is also exported over
 //! OTLP/HTTP (JSON) to an OpenTelemetry collector: a request is a span
 //! continuing the client's W3C `traceparent`; service calls and event
-//! deliveries are its children, in the same trace.
+//! deliveries are its children, in the same trace. Without an exporter a
+//! request's span is made only when a line logged inside it needs it
+//! ([`scope`]).
 
 pub mod access;
+pub mod scope;
 mod writer;
 
 use crate::context::TraceContext;
@@ -75,17 +78,30 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
-                    .with_writer(writer),
+                    .with_writer(writer)
+                    .map_event_format(scope::InRequest),
             ),
             None,
         ),
         LogFormat::Json => (
             None,
-            Some(tracing_subscriber::fmt::layer().json().with_writer(writer)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(writer)
+                    .map_event_format(scope::InRequest),
+            ),
         ),
     };
     let traces = otlp_endpoint.map(tracer_provider).transpose()?;
     EXPORTING.store(traces.is_some(), Ordering::Relaxed);
+    // An exported span must exist from the request's start, and a filter
+    // that selects by span (`RUST_LOG=[request{service=..}]=debug`) must
+    // see the span before the lines inside it are filtered.
+    let filters_by_span = std::env::var("RUST_LOG").is_ok_and(|v| v.contains('['));
+    if traces.is_some() || filters_by_span {
+        scope::make_spans_eagerly();
+    }
     let otel = traces
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("bazaar")));
