@@ -60,7 +60,7 @@ impl ServiceCalls {
         async move {
             let (slot, mut child) = admitted?;
             let runtime = runtime.ok_or(Error::DestinationUnavailable)?;
-            if let Some(trace) = crate::telemetry::trace_of(&tracing::Span::current()) {
+            if let Some(trace) = crate::telemetry::current_trace() {
                 child.trace = trace;
             }
             Ok(run(&runtime, &slot, child, &caller, request).await)

@@ -169,7 +169,7 @@ async fn forward(
     }
 
     let timeout = decision.timeout.unwrap_or(slot.context.limits.timeout);
-    let ctx = match crate::telemetry::trace_of(&tracing::Span::current()) {
+    let ctx = match crate::telemetry::current_trace() {
         // Exported: the request's own span is what guests and callees continue.
         Some(trace) => {
             let mut ctx =

@@ -171,6 +171,15 @@ pub fn trace_of(span: &tracing::Span) -> Option<TraceContext> {
     })
 }
 
+/// The W3C trace context of the current span as exported; `None`, without
+/// looking the span up, when spans are not exported.
+pub fn current_trace() -> Option<TraceContext> {
+    if !exporting() {
+        return None;
+    }
+    trace_of(&tracing::Span::current())
+}
+
 /// Names `span` as exported, e.g. `POST /api/orders` once the route is
 /// known (the name given at creation is fixed once the span has started).
 pub fn rename(span: &tracing::Span, name: impl FnOnce() -> String) {

@@ -10,7 +10,9 @@
 //! a task-local [`RequestScope`] and its span is made the first time a line
 //! is logged outside any span while the request runs: [`InRequest`], the
 //! formatter's wrapper, enters that span around the line, so it reads as
-//! it always did.
+//! it always did. A task the request starts keeps the context through
+//! [`carry`]; a span made inside a request takes the request's as its
+//! parent through [`parent`].
 
 use crate::loader::short;
 use std::future::Future;
