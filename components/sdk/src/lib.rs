@@ -38,7 +38,8 @@
 //! - `serve`, `body`: the glue to `wasi:http` and its streams.
 //! - [`kv`]: buckets, scans, compare-and-swap and transactions.
 //! - [`events`]: publishing, and the event type a handler receives.
-//! - [`outbound`]: blocking outbound HTTP; [`call`]: calls to other services.
+//! - [`outbound`]: blocking outbound HTTP, bodies sent whole or streamed;
+//!   [`call`]: calls to other services.
 //! - [`auth`]: who is calling (user, roles, calling service), the 401 and
 //!   403 checks, and host-signed tokens.
 //! - [`config`], [`log`], [`platform`]: config values, logs, randomness and time.

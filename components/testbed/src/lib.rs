@@ -43,6 +43,7 @@ fn routes() -> Router {
         .post("/{svc}/publish/{topic}", store::publish)
         .get("/{svc}/events", events::list)
         .get("/{svc}/fetch", net::fetch)
+        .get("/{svc}/send-slowly", net::send_slowly)
         .get("/{svc}/call/{service}/{*path}", net::call)
         .post("/{svc}/call/{service}/{*path}", net::call)
         .put("/{svc}/call/{service}/{*path}", net::call)

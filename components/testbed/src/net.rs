@@ -2,8 +2,9 @@
 //! A transport failure answers 502 with the `wasi:http` error code as the
 //! `error`, so tests can tell `HTTP-request-denied` from `loop-detected`.
 
-use bazaar_sdk::{Error, Method, Request, Response, Result, call, outbound};
+use bazaar_sdk::{Error, Method, Request, Response, Result, call, outbound, platform};
 use serde_json::json;
+use std::time::Duration;
 
 /// Outbound GET of `?url=`: `{"status": upstream status, "body": upstream text}`.
 pub fn fetch(req: Request) -> Result<Response> {
@@ -12,6 +13,40 @@ pub fn fetch(req: Request) -> Result<Response> {
         .ok_or_else(|| Error::bad_request("missing ?url="))?;
     let response = outbound::send(&Method::Get, &url, &[], &[])
         .map_err(|error| Error::new(502, error.to_string()))?;
+    Response::json(
+        200,
+        &json!({ "status": response.status, "body": response.text() }),
+    )
+}
+
+/// Sends (`?method=`, default POST) a body of `?chunks=N` lines to
+/// `?url=`, one every `?ms=` ms, each sent as it is written; answers with
+/// the upstream's status and body. A client that goes away meanwhile
+/// cancels it mid-body.
+pub fn send_slowly(req: Request) -> Result<Response> {
+    let url = req
+        .query_param("url")
+        .ok_or_else(|| Error::bad_request("missing ?url="))?;
+    let method = match req.query_param("method").as_deref() {
+        None | Some("POST") => Method::Post,
+        Some("PUT") => Method::Put,
+        Some(other) => return Err(Error::bad_request(format!("method {other} is not offered"))),
+    };
+    let number = |name: &str| -> Result<u64> {
+        req.query_param(name)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| Error::bad_request(format!("?{name}= must be a number")))
+    };
+    let (chunks, pause) = (number("chunks")?, Duration::from_millis(number("ms")?));
+    let response = outbound::send_streaming(&method, &url, &[], |body| {
+        for n in 0..chunks {
+            body.send(format!("chunk {n}\n").as_bytes())?;
+            platform::sleep(pause);
+        }
+        Ok(())
+    })
+    .map_err(|error| Error::new(502, error.to_string()))?;
     Response::json(
         200,
         &json!({ "status": response.status, "body": response.text() }),

@@ -24,6 +24,7 @@
 //! - `warm`: [`WarmPool`], instances kept between requests for services
 //!   that opt in with `instance_reuse`.
 
+mod ending;
 mod guard;
 mod limiter;
 mod meter;
@@ -57,7 +58,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::p2::body::{HostOutgoingBody, HyperOutgoingBody, StreamContext};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// How long a request waits for one of its service's concurrency permits
 /// before it is refused as busy: long enough to ride out a burst, short
@@ -205,6 +206,8 @@ impl Runtime {
         // the body it streams too.
         let run = async move {
             let _permit = permit;
+            // Whatever ends the run early, bodies left unfinished end broken.
+            let mut store = ending::RunningStore::new(store);
             let spent = Arc::clone(&meter);
             let mut in_flight = None;
             let run = async {
@@ -215,7 +218,7 @@ impl Runtime {
                     }
                     None => {
                         let started = Instant::now();
-                        let instance = pre.instantiate_async(&mut store).await?;
+                        let instance = pre.instantiate_async(&mut *store).await?;
                         in_flight = Some(crate::metrics::InFlight::start(
                             &service.metrics,
                             Some(started.elapsed()),
@@ -225,7 +228,7 @@ impl Runtime {
                 };
                 instance
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
+                    .call_handle(&mut *store, req, out)
                     .await?;
                 Ok::<_, wasmtime::Error>(instance)
             };
@@ -237,9 +240,10 @@ impl Runtime {
             service.metrics.cpu_time(spent.spent());
             match result {
                 Ok(instance) => {
-                    // Only an instance that ended well, within its limits,
-                    // serves again.
-                    if let Some(pool) = &service.warm
+                    // Its bodies ended as it left them. Only an instance
+                    // that ended well, within its limits, serves again.
+                    if let Some(store) = store.returned()
+                        && let Some(pool) = &service.warm
                         && store.data().limiter.refusal().is_none()
                     {
                         pool.give_back(warm::WarmInstance {
@@ -253,7 +257,6 @@ impl Runtime {
                 }
                 Err(e) => {
                     report_memory(&service.name, &version_id, &store);
-                    abort_unfinished_bodies(store.data_mut().http().table);
                     if head_sent.load(Ordering::Acquire) {
                         tracing::warn!(service = %service.name, version = short(&version_id), error = format!("{e:#}"), "the service failed after setting its response head");
                     }
@@ -388,21 +391,6 @@ async fn admit(
                 "the service is at its concurrency limit"
             );
             Err(RuntimeError::Busy)
-        }
-    }
-}
-
-/// Ends every body a failed guest was still writing, its response's or
-/// that of a request it was sending, with an error. Left to the store's
-/// drop, such a body would end as if it were complete (wasi-http treats a
-/// dropped finish signal as the end of the stream), and a client or a
-/// called service would take a truncated body for the whole of it.
-fn abort_unfinished_bodies(table: &mut wasmtime::component::ResourceTable) {
-    for entry in table.iter_mut() {
-        if let Some(body) = entry.downcast_mut::<HostOutgoingBody>() {
-            // A finished body has left the table; this one never will.
-            let (spent, _) = HostOutgoingBody::new(StreamContext::Response, None, 1, 1);
-            std::mem::replace(body, spent).abort();
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Outbound HTTP requests (`wasi:http/outgoing-handler`), blocking until
-//! the whole response has arrived.
+//! the whole response has arrived: [`send`] with a body in hand,
+//! [`send_streaming`] with one written as it is produced.
 //!
 //! The host allows only the hosts granted to the service; anything else
 //! fails with `HTTP-request-denied`. To call another Bazaar service, use
@@ -110,6 +111,41 @@ pub fn send(
         write_body(&outgoing_body, body)?;
         OutgoingBody::finish(outgoing_body, None).map_err(OutboundError::Http)?;
     }
+    read_response(wait(&future)?)
+}
+
+/// Sends `method url` with `headers` and a body that `produce` writes as
+/// it goes (sent chunked), then waits for the whole response. The host
+/// sends each chunk as it is flushed ([`BodyWriter::send`]), so the body
+/// may be larger than memory or produced slowly. An error from `produce`
+/// is returned and the body is dropped unfinished, which the host sends
+/// as broken, never as if complete.
+pub fn send_streaming(
+    method: &Method,
+    url: &str,
+    headers: &[(String, Vec<u8>)],
+    produce: impl FnOnce(&mut BodyWriter) -> std::io::Result<()>,
+) -> Result<ClientResponse, OutboundError> {
+    let request = build(method, url, headers, &[])?;
+    let outgoing_body = request
+        .body()
+        .map_err(|()| OutboundError::Body("request body already taken".into()))?;
+    let future = outgoing_handler::handle(request, None).map_err(OutboundError::Http)?;
+    let stream = outgoing_body
+        .write()
+        .map_err(|()| OutboundError::Body("request body stream already taken".into()))?;
+    let mut writer = BodyWriter::new(stream);
+    let produced = produce(&mut writer);
+    // The stream is a child of the body and must go before it is finished.
+    drop(writer);
+    if let Err(e) = produced {
+        // Dropping an unfinished body tells the host it is broken.
+        drop(outgoing_body);
+        return Err(OutboundError::Body(format!(
+            "could not produce the request body: {e}"
+        )));
+    }
+    OutgoingBody::finish(outgoing_body, None).map_err(OutboundError::Http)?;
     read_response(wait(&future)?)
 }
 

@@ -1,0 +1,74 @@
+//! How a guest's run ends for the bodies it was writing.
+//!
+//! wasi-http ends an outgoing body whose finish signal was dropped as if it
+//! were complete. A guest that finishes or drops its bodies itself is fine
+//! (a dropped body is aborted); but when its store goes away under it (it
+//! failed, or its request was cancelled because the client went away),
+//! a body it was still writing, its response's or that of a request it was
+//! sending, would look whole to whoever reads it: a truncated upload taken
+//! for the entire one. [`RunningStore`] ends such bodies with an error
+//! whenever the store is dropped before the guest returned well.
+
+use crate::state::RequestState;
+use std::ops::{Deref, DerefMut};
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::body::{HostOutgoingBody, StreamContext};
+
+/// A store a guest is running in. Dropped without [`Self::returned`]
+/// (a failure, or a cancelled request), it first aborts every body the
+/// guest had not finished.
+pub(super) struct RunningStore(Option<Store<RequestState>>);
+
+impl RunningStore {
+    pub(super) fn new(store: Store<RequestState>) -> Self {
+        Self(Some(store))
+    }
+
+    /// The store of a guest that returned well, whose bodies are its own
+    /// (e.g. to serve again as a warm instance).
+    pub(super) fn returned(mut self) -> Option<Store<RequestState>> {
+        self.0.take()
+    }
+}
+
+impl Deref for RunningStore {
+    type Target = Store<RequestState>;
+
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            Some(store) => store,
+            // Only `returned` takes it, and that consumes the guard.
+            None => unreachable!("a running store is used after it was returned"),
+        }
+    }
+}
+
+impl DerefMut for RunningStore {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match &mut self.0 {
+            Some(store) => store,
+            None => unreachable!("a running store is used after it was returned"),
+        }
+    }
+}
+
+impl Drop for RunningStore {
+    fn drop(&mut self) {
+        if let Some(store) = &mut self.0 {
+            abort_unfinished_bodies(store.data_mut().http().table);
+        }
+    }
+}
+
+/// Ends every outgoing body left in `table` with an error.
+fn abort_unfinished_bodies(table: &mut ResourceTable) {
+    for entry in table.iter_mut() {
+        if let Some(body) = entry.downcast_mut::<HostOutgoingBody>() {
+            // A finished body has left the table; this one never will.
+            let (spent, _) = HostOutgoingBody::new(StreamContext::Response, None, 1, 1);
+            std::mem::replace(body, spent).abort();
+        }
+    }
+}
