@@ -11,8 +11,9 @@
 //! 4. the request's deadline, which covers waiting for the permit,
 //!    instantiation, the handler and the streaming of the response body.
 //!
-//! A guest whose client went away is stopped (`guard`). New components
-//! are instantiated once before they serve (`trial`).
+//! A guest whose client went away is stopped (`guard`), and a run that
+//! ends early ends the bodies it was writing broken (`ending`). New
+//! components are instantiated once before they serve (`trial`).
 //!
 //! # Layout
 //!
@@ -20,6 +21,7 @@
 //! - `limiter`: memory caps per instance and per host.
 //! - `meter`: CPU time as time spent in `poll`.
 //! - `guard`: the response body that aborts its guest when dropped.
+//! - `ending`: the running store that aborts unfinished bodies when dropped.
 //! - `trial`: [`TrialRun`], the loader's trial instantiation.
 //! - `warm`: [`WarmPool`], instances kept between requests for services
 //!   that opt in with `instance_reuse`.
