@@ -95,12 +95,13 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
     };
     let traces = otlp_endpoint.map(tracer_provider).transpose()?;
     EXPORTING.store(traces.is_some(), Ordering::Relaxed);
-    // An exported span must exist from the request's start, and a filter
+    // The layers above make a request's span when a line needs it, unless
+    // an exported span must exist from the request's start, or a filter
     // that selects by span (`RUST_LOG=[request{service=..}]=debug`) must
-    // see the span before the lines inside it are filtered.
+    // see it before the lines inside it are filtered.
     let filters_by_span = std::env::var("RUST_LOG").is_ok_and(|v| v.contains('['));
-    if traces.is_some() || filters_by_span {
-        scope::make_spans_eagerly();
+    if traces.is_none() && !filters_by_span {
+        scope::make_spans_lazily();
     }
     let otel = traces
         .as_ref()

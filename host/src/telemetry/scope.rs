@@ -5,9 +5,10 @@
 //! version=..}`, the request span's context. A `tracing` span made for each
 //! request costs its creation, its fields formatted as text, an enter and an
 //! exit on every poll and its closing: about 5% of a warm hello request,
-//! for a context most requests never log under. So, unless spans are
-//! exported (or `RUST_LOG` filters by span), the request's context rides in
-//! a task-local [`RequestScope`] and its span is made the first time a line
+//! for a context most requests never log under. So, with the binary's log
+//! layers ([`super::init`]) and unless spans are exported (or `RUST_LOG`
+//! filters by span), the request's context rides in a task-local
+//! [`RequestScope`] and its span is made the first time a line
 //! is logged outside any span while the request runs: [`InRequest`], the
 //! formatter's wrapper, enters that span around the line, so it reads as
 //! it always did. A task the request starts keeps the context through
@@ -29,19 +30,21 @@ tokio::task_local! {
     static CURRENT: Arc<RequestScope>;
 }
 
-/// Whether each request gets its span up front: set by
-/// [`super::init`] when spans are exported or `RUST_LOG` selects by span,
-/// where a span made late would be too late.
-static EAGER: AtomicBool = AtomicBool::new(false);
+/// Whether a request's span waits until a line needs it: set by
+/// [`super::init`], which installs [`InRequest`], unless spans are exported
+/// or `RUST_LOG` selects by span (a span made late would be too late for
+/// either). Any other subscriber (an embedder's, the tests') gets the span
+/// up front, as it would not know to make it.
+static LAZY: AtomicBool = AtomicBool::new(false);
 
-/// Makes every request's span up front from now on (see [`EAGER`]).
-pub(super) fn make_spans_eagerly() {
-    EAGER.store(true, Ordering::Relaxed);
+/// Makes each request's span only when a line needs it, from now on.
+pub(super) fn make_spans_lazily() {
+    LAZY.store(true, Ordering::Relaxed);
 }
 
 /// Whether each request's span is made as the request arrives.
 pub fn eager() -> bool {
-    EAGER.load(Ordering::Relaxed)
+    !LAZY.load(Ordering::Relaxed)
 }
 
 /// One request's log context.
