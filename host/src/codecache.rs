@@ -60,6 +60,14 @@ impl CodeCache {
             .join(format!("{hash}-{}{SUFFIX}", self.fingerprint))
     }
 
+    /// The component whose content hash is `hash`, if the cache has it
+    /// (compiled by this engine and still usable).
+    pub fn load(&self, engine: &Engine, hash: &str) -> Option<Component> {
+        let turn = self.turn(hash);
+        let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
+        self.cached(engine, &self.path(hash))
+    }
+
     /// The component whose content hash is `hash`: from the cache, else
     /// compiled from `bytes()` (asked for only then) and written to the
     /// cache for next time.
@@ -72,30 +80,8 @@ impl CodeCache {
         let turn = self.turn(hash);
         let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
         let path = self.path(hash);
-        if path.exists() {
-            // SAFETY: files named `<hash>-<fingerprint>.cwasm` in this
-            // directory are written only by `store` below, from
-            // `Component::serialize` of this engine's configuration (the
-            // fingerprint), and appear whole (written aside, then renamed).
-            // wasmtime checks the header, version and settings of the file
-            // and refuses one that does not match. The directory belongs to
-            // the host, like its data directory.
-            #[allow(unsafe_code)]
-            let cached = unsafe { Component::deserialize_file(engine, &path) };
-            match cached {
-                Ok(component) => {
-                    // Recently used: the last to go when the cache is trimmed.
-                    let _ = std::fs::File::options()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-                    return Ok(component);
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = format!("{e:#}"), "ignoring an unusable compiled component");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+        if let Some(component) = self.cached(engine, &path) {
+            return Ok(component);
         }
         let component = Component::new(engine, bytes())?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
@@ -107,6 +93,38 @@ impl CodeCache {
             tracing::warn!(path = %path.display(), error = format!("{e:#}"), "cannot cache a compiled component");
         }
         Ok(component)
+    }
+
+    /// The compiled component in `path`, if there is a usable one; an
+    /// unusable file is removed. Called with the hash's turn held.
+    fn cached(&self, engine: &Engine, path: &Path) -> Option<Component> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: files named `<hash>-<fingerprint>.cwasm` in this
+        // directory are written only by `store` below, from
+        // `Component::serialize` of this engine's configuration (the
+        // fingerprint), and appear whole (written aside, then renamed).
+        // wasmtime checks the header, version and settings of the file
+        // and refuses one that does not match. The directory belongs to
+        // the host, like its data directory.
+        #[allow(unsafe_code)]
+        let cached = unsafe { Component::deserialize_file(engine, path) };
+        match cached {
+            Ok(component) => {
+                // Recently used: the last to go when the cache is trimmed.
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Some(component)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = format!("{e:#}"), "ignoring an unusable compiled component");
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
     }
 
     /// How many components this cache had to compile since start-up.

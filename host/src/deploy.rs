@@ -425,13 +425,9 @@ impl Deployer {
                 created: false,
             });
         }
-        let source = record
-            .versions
-            .iter()
-            .find(|v| v.version == target)
-            .map_or_else(String::new, |v| v.source.clone());
+        let kept = record.versions.iter().find(|v| v.version == target);
         let loaded = self
-            .load_kept(service, &target, source, &slot.context.spec.limits)
+            .load_kept(service, &target, kept, &slot.context.spec.limits)
             .await?;
         loaded
             .check_fits(&slot.context.spec)
@@ -547,15 +543,33 @@ impl Deployer {
             })
     }
 
-    /// Compiles kept version `version` of `service` from its artifact
-    /// (a code-cache hit when it ran before).
+    /// Loads kept version `version` of `service` (`kept`, its record, when
+    /// there is one): from the code cache alone when its compiled code is
+    /// there, its artifact then checked in the background; else compiled
+    /// from its artifact.
     async fn load_kept(
         &self,
         service: &str,
         version: &str,
-        source: String,
+        kept: Option<&VersionRecord>,
         limits: &crate::config::ServiceLimits,
     ) -> Result<LoadedService, DeployError> {
+        let source = kept.map_or_else(String::new, |v| v.source.clone());
+        let load_error = |reason| DeployError::Load {
+            service: service.to_owned(),
+            origin: format!("version {}", short(version)),
+            reason,
+        };
+        let size = kept.and_then(|v| usize::try_from(v.size).ok());
+        if let Some(size) = size
+            && let Some(loaded) = self
+                .loader
+                .load_cached(version.to_owned(), source.clone(), size, limits)
+                .await
+        {
+            self.check_artifact_later(service, version);
+            return loaded.map_err(load_error);
+        }
         let bytes = self
             .artifacts
             .load(version)
@@ -567,11 +581,28 @@ impl Deployer {
         self.loader
             .load(bytes.into(), version.to_owned(), source, limits)
             .await
-            .map_err(|reason| DeployError::Load {
-                service: service.to_owned(),
-                origin: format!("version {}", short(version)),
-                reason,
-            })
+            .map_err(load_error)
+    }
+
+    /// Reads and checks the artifact of `version` off the deploy's path
+    /// (fetching it from the fleet if it is not here), and says so if it
+    /// is missing or damaged: the code serving it came from the cache, but
+    /// the next compile, or another host, needs the component itself.
+    fn check_artifact_later(&self, service: &str, version: &str) {
+        let (artifacts, service, version) = (
+            Arc::clone(&self.artifacts),
+            service.to_owned(),
+            version.to_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = artifacts.load(&version).await {
+                tracing::error!(
+                    service,
+                    version = short(&version),
+                    "the kept component serves from the code cache, but {e:#}"
+                );
+            }
+        });
     }
 
     /// Stores the component (if any) and writes `record`, durably.

@@ -181,6 +181,60 @@ impl ComponentLoader {
         })
         .await
         .map_err(|join| LoadError::Invalid(format!("the compiler task failed: {join}")))??;
+        self.try_and_prepare(component, instance_pre, version, source, size, limits)
+            .await
+    }
+
+    /// Like [`Self::load`] for a version loaded before, of `size` bytes,
+    /// without its bytes: `None` unless its compiled code is in the cache.
+    /// A rollback or a fleet's switch to a kept version then neither reads
+    /// nor hashes the component again.
+    pub async fn load_cached(
+        &self,
+        version: String,
+        source: String,
+        size: usize,
+        limits: &ServiceLimits,
+    ) -> Option<Result<LoadedService, LoadError>> {
+        let (engine, linker) = (self.engine.clone(), Arc::clone(&self.linker));
+        let (code, hash) = (self.code.clone(), version.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let component = code.load(&engine, &hash)?;
+            Some(
+                linker
+                    .instantiate_pre(&component)
+                    .map(|pre| (component, pre))
+                    .map_err(|e| LoadError::UnsatisfiedImport(format!("{e:#}"))),
+            )
+        })
+        .await;
+        let (component, instance_pre) = match found {
+            Ok(Some(Ok(found))) => found,
+            Ok(Some(Err(e))) => return Some(Err(e)),
+            Ok(None) => return None,
+            Err(join) => {
+                return Some(Err(LoadError::Invalid(format!(
+                    "the loader task failed: {join}"
+                ))));
+            }
+        };
+        Some(
+            self.try_and_prepare(component, instance_pre, version, source, size, limits)
+                .await,
+        )
+    }
+
+    /// Instantiates a compiled component once under `limits`, then
+    /// pre-instantiates its handlers.
+    async fn try_and_prepare(
+        &self,
+        component: Component,
+        instance_pre: InstancePre<RequestState>,
+        version: String,
+        source: String,
+        size: usize,
+        limits: &ServiceLimits,
+    ) -> Result<LoadedService, LoadError> {
         let version: Arc<str> = version.into();
         self.trial
             .instantiate(&instance_pre, &version, limits)

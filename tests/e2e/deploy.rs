@@ -387,3 +387,42 @@ async fn the_admin_api_reads_in_larger_pieces_than_the_gateway() {
     );
     host.stop().await;
 }
+
+/// A rollback to a version whose compiled code is cached swaps from the
+/// cache alone: it neither reads nor hashes the kept component again. So a
+/// kept component damaged on disk still rolls back (its code is the one
+/// compiled from it when it was whole), and the damage is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_to_cached_code_does_not_read_the_kept_component() {
+    let host = TestHost::start().await;
+    let original = wasm_bytes("products");
+    let original_version = hash(&original);
+    let next = with_custom_section(&original, "rolled back from the code cache");
+    assert_eq!(host.deploy("products", next).await.status(), 200);
+
+    let kept = host
+        .data_dir
+        .join("artifacts")
+        .join(format!("{original_version}.wasm"));
+    let mut damaged = std::fs::read(&kept).expect("the original is kept");
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    std::fs::write(&kept, damaged).unwrap();
+
+    let rolled = host.rollback("products").await;
+    assert_eq!(rolled.status(), 200, "{}", rolled.text().await.unwrap());
+    let answer = host.get("/api/products").await;
+    assert_eq!(version_header(&answer), original_version);
+    support::eventually(Duration::from_secs(10), "the damage reported", || async {
+        support::logs()
+            .lines()
+            .any(|l| {
+                l.contains("serves from the code cache")
+                    && l.contains(&original_version[..12])
+                    && l.contains("damaged")
+            })
+            .then_some(())
+    })
+    .await;
+    host.stop().await;
+}

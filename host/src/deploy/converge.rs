@@ -56,10 +56,8 @@ impl Deployer {
             if self.failed_before(name, &current) {
                 continue;
             }
-            let source = record
-                .current_record()
-                .map_or_else(String::new, |v| v.source.clone());
-            let loaded = match self.load_kept(name, &current, source, &spec.limits).await {
+            let kept = record.current_record();
+            let loaded = match self.load_kept(name, &current, kept, &spec.limits).await {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     self.note_failure(name, &current, || e.to_string());
