@@ -1,5 +1,6 @@
 """What is not a load run: resident memory, hot-swap time, start-up time."""
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -159,6 +160,27 @@ def swap_once(host, service, data, path):
     return (first - start) * 1000, (returned - start) * 1000
 
 
+def rollback_once(host, service, version, path):
+    """Rolls `service` back (or forward) to kept `version` while polling;
+    (ms to the first response from it, ms of the call)."""
+    poller = VersionPoller(host.url, path)
+    try:
+        poller.wait_running()
+        admin = Client(host.admin_url, timeout=600)
+        start = time.monotonic()
+        status, _, body = admin.request(
+            "POST", f"/services/{service}/rollback", body=json.dumps({"to": version}).encode(),
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}",
+                     "content-type": "application/json"})
+        returned = time.monotonic()
+        admin.close()
+        assert status == 200, f"rollback answered {status}: {body[:300]!r}"
+        first = poller.seen(version)
+    finally:
+        poller.stop()
+    return (first - start) * 1000, (returned - start) * 1000
+
+
 SWAP_ROUNDS = 5
 
 
@@ -190,7 +212,7 @@ def hot_swap(ctx):
     turn), each while a poller asks the service back to back (one
     connection, fresh instances: for the Python component, about one core
     busy); then cached again on a quiet host, the call followed by one
-    request."""
+    request; then rollbacks between the two kept versions, polled."""
     # The 20 MB Python component compiles for seconds uncached: not in smoke runs.
     components = [("hello", ctx.hello)]
     if ctx.py and not ctx.smoke:
@@ -218,6 +240,12 @@ def hot_swap(ctx):
             quiet = [swap_quiet(host, f"swap-{name}", fresh if data is original else original,
                                 f"/swap-{name}/x")
                      for data in turns]
+            # The quiet turns left `fresh` current; roll between the two
+            # kept versions, while polled.
+            versions = {id(d): hashlib.sha256(d).hexdigest() for d in (original, fresh)}
+            rolled = [rollback_once(host, f"swap-{name}", versions[id(data)], f"/swap-{name}/x")
+                      for data in turns]
+            entry["rollback_ms"] = round(statistics.median(f for f, _ in rolled), 1)
             entry["cached_ms"] = round(statistics.median(f for f, _ in polled), 1)
             entry["cached_call_ms"] = round(statistics.median(c for _, c in polled), 1)
             entry["cached_quiet_ms"] = round(statistics.median(quiet), 1)
@@ -226,7 +254,9 @@ def hot_swap(ctx):
                     f" {entry['cached_ms']:.0f} ms polled"
                     f" ({', '.join(f'{f:.0f}' for f, _ in polled)}),"
                     f" {entry['cached_quiet_ms']:.0f} ms quiet"
-                    f" ({', '.join(f'{q:.0f}' for q in quiet)})")
+                    f" ({', '.join(f'{q:.0f}' for q in quiet)});"
+                    f" rollback to a kept version {entry['rollback_ms']:.0f} ms polled"
+                    f" ({', '.join(f'{f:.0f}' for f, _ in rolled)})")
             results.append(entry)
     finally:
         host.stop()

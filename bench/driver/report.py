@@ -83,7 +83,9 @@ def render(result):
             f"hot swap {s['component']} ({s['bytes'] / 1e6:.1f} MB), deploy call to first new"
             f" response, while polled: uncached {s['uncached_ms']:.0f} ms,"
             f" cached {s['cached_ms']:.0f} ms; cached, quiet host {s['cached_quiet_ms']:.0f} ms"
-            " (cached: medians of 5)")
+            + (f"; rollback to the kept other version, polled, {s['rollback_ms']:.0f} ms"
+               if "rollback_ms" in s else "")
+            + " (cached and rollback: medians of 5)")
     st = result.get("startup")
     if st:
         for kind in ("cold", "warm"):
