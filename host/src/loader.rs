@@ -200,12 +200,7 @@ impl ComponentLoader {
         let (code, hash) = (self.code.clone(), version.clone());
         let found = tokio::task::spawn_blocking(move || {
             let component = code.load(&engine, &hash)?;
-            Some(
-                linker
-                    .instantiate_pre(&component)
-                    .map(|pre| (component, pre))
-                    .map_err(|e| LoadError::UnsatisfiedImport(format!("{e:#}"))),
-            )
+            Some(resolve_imports(&linker, component))
         })
         .await;
         let (component, instance_pre) = match found {
@@ -481,6 +476,14 @@ fn compile(
     let component = code
         .load_or_compile(engine, hash, || bytes.contiguous())
         .map_err(|e| compile_error(e, pool))?;
+    resolve_imports(linker, component)
+}
+
+/// `component` with its imports resolved against `linker`.
+fn resolve_imports(
+    linker: &Linker<RequestState>,
+    component: Component,
+) -> Result<(Component, InstancePre<RequestState>), LoadError> {
     let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(|e| LoadError::UnsatisfiedImport(format!("{e:#}")))?;

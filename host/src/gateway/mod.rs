@@ -337,8 +337,7 @@ async fn access_log(
     let path = uri.path();
     // Without an exporter the span only gives log lines made while the
     // request runs their context, and is made when the first such line
-    // is (see `telemetry::scope`); fields the access line carries anyway
-    // stay out of it, since each costs formatting.
+    // is (see `telemetry::scope`).
     let span = if crate::telemetry::exporting() {
         tracing::info_span!(
             "request",
@@ -354,12 +353,7 @@ async fn access_log(
             otel.status_code = tracing::field::Empty,
         )
     } else if crate::telemetry::scope::eager() {
-        tracing::info_span!(
-            "request",
-            request_id = %id,
-            service = tracing::field::Empty,
-            version = tracing::field::Empty,
-        )
+        crate::telemetry::scope::request_span(&id)
     } else {
         tracing::Span::none()
     };

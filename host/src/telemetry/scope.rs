@@ -86,18 +86,12 @@ impl RequestScope {
     }
 
     /// The request's span, made now if it was not yet.
-    pub fn span(&self) -> tracing::Span {
+    fn span(&self) -> tracing::Span {
         let mut state = self.state();
         if let Some(span) = &state.span {
             return span.clone();
         }
-        let span = tracing::info_span!(
-            parent: None,
-            "request",
-            request_id = %state.id,
-            service = tracing::field::Empty,
-            version = tracing::field::Empty,
-        );
+        let span = request_span(&state.id);
         if let Some(service) = &state.service {
             span.record("service", display(service));
         }
@@ -112,6 +106,19 @@ impl RequestScope {
     pub async fn run<F: Future>(self: Arc<Self>, future: F) -> F::Output {
         CURRENT.scope(self, future).await
     }
+}
+
+/// The span of request `id` when spans are not exported: only what its
+/// log lines carry and its access line does not (fields the access line
+/// has anyway would cost formatting for nothing).
+pub fn request_span(id: &str) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "request",
+        request_id = %id,
+        service = tracing::field::Empty,
+        version = tracing::field::Empty,
+    )
 }
 
 /// Notes, for the running request's lines, the service and route it was
