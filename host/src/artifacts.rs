@@ -3,7 +3,11 @@
 //!
 //! A file is written to a temporary name, fsynced, renamed into place and
 //! the directory fsynced, so after a crash a hash's file is either whole or
-//! absent. Reads check the hash, so a damaged file is reported, never run.
+//! absent. Reads check the hash, so a damaged file is reported, never run;
+//! an upload of what a damaged file should hold replaces it
+//! ([`ArtifactStore::replace`]). An upload equal to a stored file takes its
+//! hash unhashed (`loader::upload`): the name is trusted because the file
+//! is only ever written under the hash of its content.
 //! On a fleet the directory is a cache of the components kept in the
 //! fleet's database, so a host can run a version deployed through another.
 
@@ -45,6 +49,13 @@ impl ArtifactStore {
         }
         let (this, hash) = (Arc::clone(self), hash.to_owned());
         tokio::task::spawn_blocking(move || this.put(&hash, bytes.pieces())).await?
+    }
+
+    /// Stores `bytes` (content hash `hash`) here in place of a damaged
+    /// copy, durably.
+    pub async fn replace(self: &Arc<Self>, hash: &str, bytes: Pieces) -> anyhow::Result<()> {
+        let (this, hash) = (Arc::clone(self), hash.to_owned());
+        tokio::task::spawn_blocking(move || this.write(&hash, bytes.pieces())).await?
     }
 
     /// The component with `hash`, checked against its hash: from here, or
@@ -97,10 +108,16 @@ impl ArtifactStore {
     /// Stores the component made of `pieces`, whose content hash is
     /// `hash`, durably; a no-op when it is already there.
     pub fn put(&self, hash: &str, pieces: &[bytes::Bytes]) -> anyhow::Result<()> {
-        let path = self.path(hash);
-        if path.exists() {
+        if self.path(hash).exists() {
             return Ok(());
         }
+        self.write(hash, pieces)
+    }
+
+    /// Stores the component made of `pieces` under `hash`, replacing any
+    /// file there, durably.
+    fn write(&self, hash: &str, pieces: &[bytes::Bytes]) -> anyhow::Result<()> {
+        let path = self.path(hash);
         let temp = self
             .dir
             .join(format!(".{hash}.{}.tmp", uuid::Uuid::new_v4().simple()));

@@ -20,7 +20,9 @@ use crate::config::{ServiceSpec, is_valid_service_name};
 use crate::control::{ChangeLock, Control, Origin, ServiceRecord, VersionError, VersionRecord};
 use crate::events::{EventLog, now_ms};
 use crate::kvstore::StoreBackend;
-use crate::loader::{ComponentBytes, ComponentLoader, LoadError, LoadedService, Pieces, short};
+use crate::loader::{
+    ComponentBytes, ComponentLoader, KeptCandidate, LoadError, LoadedService, Pieces, short,
+};
 use crate::registry::{ServiceContext, ServiceEnv, ServiceRegistry, ServiceSlot};
 use crate::router::RouteError;
 use serde::{Deserialize, Serialize};
@@ -278,6 +280,7 @@ impl Deployer {
         }
         let version = request.component.hash().to_owned();
         let bytes = request.component.bytes().clone();
+        let matched_kept = request.component.matched_kept();
         let load_error = |reason| DeployError::Load {
             service: name.clone(),
             origin: request.source.clone(),
@@ -362,6 +365,20 @@ impl Deployer {
                 self.keep_versions,
             );
         }
+        if request.component.kept_file_differs() {
+            tracing::warn!(
+                service = %name,
+                version = short(&version),
+                "the kept copy of this version was damaged; the upload replaces it"
+            );
+            self.artifacts
+                .replace(&version, bytes.clone())
+                .await
+                .map_err(|e| DeployError::Storage {
+                    service: name.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        }
         self.persist(&name, Some((version.clone(), bytes)), &record)
             .await?;
 
@@ -383,6 +400,7 @@ impl Deployer {
                 version = short(&version),
                 previous = previous.as_deref().map(short),
                 created = existing.is_none(),
+                matched_kept,
                 "deployed"
             );
         }
@@ -531,6 +549,25 @@ impl Deployer {
         };
         let context = ServiceContext::new(name, spec, store, &self.env).map_err(storage)?;
         Ok(Arc::new(context))
+    }
+
+    /// The kept versions of `service` an upload of `size` bytes may be a
+    /// copy of: those of that size, each with the path of its stored file
+    /// (see [`crate::loader::ComponentHasher::start_matching`]). None when
+    /// the service's record cannot be read; the upload is then hashed.
+    pub async fn kept_candidates(&self, service: &str, size: usize) -> Vec<KeptCandidate> {
+        let Ok(Some(record)) = self.control.get(service).await else {
+            return Vec::new();
+        };
+        record
+            .versions
+            .iter()
+            .filter(|v| usize::try_from(v.size).is_ok_and(|s| s == size))
+            .map(|v| KeptCandidate {
+                hash: v.version.clone(),
+                path: self.artifacts.path(&v.version),
+            })
+            .collect()
     }
 
     async fn stored_record(&self, service: &str) -> Result<Option<ServiceRecord>, DeployError> {

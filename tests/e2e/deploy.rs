@@ -426,3 +426,91 @@ async fn a_rollback_to_cached_code_does_not_read_the_kept_component() {
     .await;
     host.stop().await;
 }
+
+/// The "deployed" line logged for `version` of `service`, once there is one.
+async fn deployed_line(service: &str, version: &str) -> String {
+    support::eventually(Duration::from_secs(10), "the deploy logged", || async {
+        support::logs().lines().find_map(|l| {
+            (l.contains("deployed")
+                && l.contains(&format!("service={service}"))
+                && l.contains(&format!("version=\"{}\"", &version[..12])))
+            .then(|| l.to_owned())
+        })
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_a_kept_version_is_matched_with_its_stored_file() {
+    let host = TestHost::start().await;
+    let spec = serde_json::json!({ "routes": ["/reupload/{*rest}"] }).to_string();
+    let testbed = wasm_bytes("testbed");
+    // The same size, different only near their ends.
+    let a = with_custom_section(&testbed, "variant-a");
+    let b = with_custom_section(&testbed, "variant-b");
+    assert_eq!(a.len(), b.len());
+    let deploy = |bytes: &Vec<u8>| {
+        let (host, bytes, spec) = (&host, bytes.clone(), spec.clone());
+        async move {
+            let answer = host
+                .deploy_with("reupload", bytes.clone(), &[("spec", &spec)])
+                .await;
+            let status = answer.status();
+            let outcome: serde_json::Value = answer.json().await.expect("JSON");
+            assert_eq!(status, 200, "{outcome}");
+            let version = outcome["version"].as_str().expect("a version").to_owned();
+            assert_eq!(version, hash(&bytes), "named by its content's hash");
+            let served = host.get("/reupload/path/x").await;
+            assert_eq!(version_header(&served), version);
+            version
+        }
+    };
+
+    let version_a = deploy(&a).await;
+    assert!(
+        deployed_line("reupload", &version_a)
+            .await
+            .contains("matched_kept=false")
+    );
+    // As large as kept `a`, so compared with it, and found different.
+    let version_b = deploy(&b).await;
+    assert!(
+        deployed_line("reupload", &version_b)
+            .await
+            .contains("matched_kept=false")
+    );
+    // `a` again: equal to its stored file, named by it without a hash.
+    let logged = support::logs().len();
+    assert_eq!(deploy(&a).await, version_a);
+    support::eventually(Duration::from_secs(10), "the match logged", || async {
+        support::logs()[logged..]
+            .lines()
+            .any(|l| l.contains("deployed") && l.contains("matched_kept=true"))
+            .then_some(())
+    })
+    .await;
+
+    // A kept file damaged on disk differs from an upload of what it should
+    // hold: that upload is hashed, and stored in its place.
+    let kept_b = host
+        .data_dir
+        .join("artifacts")
+        .join(format!("{version_b}.wasm"));
+    let mut damaged = b.clone();
+    damaged[b.len() / 2] ^= 0xff;
+    std::fs::write(&kept_b, &damaged).expect("damage the kept file");
+    let logged = support::logs().len();
+    assert_eq!(deploy(&b).await, version_b);
+    assert_eq!(
+        std::fs::read(&kept_b).expect("kept"),
+        b,
+        "the kept file repaired"
+    );
+    assert!(
+        support::logs()[logged..]
+            .lines()
+            .any(|l| l.contains(&version_b[..12]) && l.contains("was damaged")),
+        "the damage reported"
+    );
+    host.stop().await;
+}

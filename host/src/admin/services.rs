@@ -77,7 +77,7 @@ pub(super) async fn deploy(
         .filter(|v| !v.is_empty() && v.len() <= 512)
         .unwrap_or("the uploaded component")
         .to_owned();
-    let component = receive(&headers, body, state.max_component_bytes).await?;
+    let component = receive(&state, &name, &headers, body).await?;
     let request = DeployRequest {
         service: name,
         component,
@@ -89,14 +89,18 @@ pub(super) async fn deploy(
     Ok(Json(state.deployer.deploy(request).await?))
 }
 
-/// Reads an uploaded component, at most `max` bytes (declared or counted),
-/// keeping the pieces as they arrive while they are hashed in parallel:
-/// no copy into one buffer, no second pass to hash it.
+/// Reads a component uploaded to `service`, at most the host's maximum
+/// (declared or counted), keeping the pieces as they arrive while they
+/// are hashed in parallel: no copy into one buffer, no second pass to hash
+/// it. One whose declared size is that of a kept version of the service is
+/// compared with it first (see [`ComponentHasher::start_matching`]).
 async fn receive(
+    state: &AdminState,
+    service: &str,
     headers: &http::HeaderMap,
     mut body: Body,
-    max: usize,
 ) -> Result<ComponentBytes, AdminError> {
+    let max = state.max_component_bytes;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -104,7 +108,11 @@ async fn receive(
     if declared.is_some_and(|len| len > max) {
         return Err(AdminError::TooLarge(max));
     }
-    let mut component = ComponentHasher::start();
+    let candidates = match declared {
+        Some(size) => state.deployer.kept_candidates(service, size).await,
+        None => Vec::new(),
+    };
+    let mut component = ComponentHasher::start_matching(candidates);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             AdminError::BadRequest(format!("the upload was cut off or malformed: {e}"))
