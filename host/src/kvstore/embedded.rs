@@ -1,7 +1,10 @@
 //! The embedded store: one redb file per service.
 //!
 //! The file lives at `<data dir>/services/<name>/kv.redb`, so no key of one
-//! service shares a file, let alone a table, with another's. A bucket is a
+//! service shares a file, let alone a table, with another's. It is created
+//! by the service's first write, not when the service starts: until then
+//! every read finds nothing, and a host of many services that never store
+//! anything creates, syncs and maps no file for them. A bucket is a
 //! table in that file. Every write is committed with redb's immediate
 //! durability (fsync) before it is acknowledged, so a write the guest saw
 //! succeed survives a `kill -9` of the host (a power loss is up to the disk
@@ -15,9 +18,13 @@
 use super::{Batch, PAGE_LIMIT, ScanPage, StoreError, Write};
 use anyhow::Context as _;
 use group::{Done, GroupCommit, Op};
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase as _, ReadableTable as _, TableDefinition,
+    TableError,
+};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Events waiting for the relay, by sequence number.
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("__bazaar/outbox");
@@ -31,7 +38,10 @@ const CACHE_BYTES: usize = 32 << 20;
 
 /// One service's redb store.
 pub struct EmbeddedStore {
-    db: Database,
+    /// The database, once its file exists.
+    db: OnceLock<Database>,
+    /// Held while the file is created.
+    creating: Mutex<()>,
     dir: PathBuf,
     /// Writers waiting for, or sharing, the next commit.
     group: GroupCommit,
@@ -43,26 +53,55 @@ impl EmbeddedStore {
         data_dir.join("services").join(service)
     }
 
-    /// Opens (creating if needed) the store of `service` under `data_dir`.
+    /// Opens the store of `service` under `data_dir`: its file now if it
+    /// exists, else (created) on the first write.
     pub fn open(data_dir: &Path, service: &str) -> anyhow::Result<Self> {
-        let dir = Self::dir_of(data_dir, service);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-        let path = dir.join("kv.redb");
+        let store = Self {
+            db: OnceLock::new(),
+            creating: Mutex::new(()),
+            dir: Self::dir_of(data_dir, service),
+            group: GroupCommit::default(),
+        };
+        if store.path().exists() {
+            store.database()?;
+        }
+        Ok(store)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("kv.redb")
+    }
+
+    /// The database, its file opened or created if it is not yet.
+    fn database(&self) -> anyhow::Result<&Database> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let _creating = self.creating.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create data directory {}", self.dir.display()))?;
+        let path = self.path();
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .with_context(|| {
                 format!(
-                    "cannot open the store of service `{service}` at {}; is another bazaar using this data directory?",
+                    "cannot open the store at {}; is another bazaar using this data directory?",
                     path.display()
                 )
             })?;
-        Ok(Self {
-            db,
-            dir,
-            group: GroupCommit::default(),
-        })
+        Ok(self.db.get_or_init(|| db))
+    }
+
+    /// A read transaction, or `None` while nothing was ever written.
+    fn begin_read(&self) -> Result<Option<ReadTransaction>, StoreError> {
+        match self.db.get() {
+            Some(db) => Ok(Some(db.begin_read().context("begin read")?)),
+            None => Ok(None),
+        }
     }
 
     /// The directory of this store.
@@ -81,7 +120,9 @@ impl EmbeddedStore {
         bucket: &str,
         keys: &[K],
     ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let txn = self.db.begin_read().context("begin read")?;
+        let Some(txn) = self.begin_read()? else {
+            return Ok(vec![None; keys.len()]);
+        };
         let table = match txn.open_table(table(bucket)) {
             Ok(table) => table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(vec![None; keys.len()]),
@@ -97,7 +138,9 @@ impl EmbeddedStore {
 
     /// Whether `key` exists, without copying its value.
     pub fn exists(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read().context("begin read")?;
+        let Some(txn) = self.begin_read()? else {
+            return Ok(false);
+        };
         match txn.open_table(table(bucket)) {
             Ok(table) => Ok(table.get(key).context("read key")?.is_some()),
             Err(TableError::TableDoesNotExist(_)) => Ok(false),
@@ -153,7 +196,7 @@ impl EmbeddedStore {
     /// through group commit, with concurrent writers).
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         self.group
-            .submit(&self.db, Op::Batch(batch.clone()))
+            .submit(self.database()?, Op::Batch(batch.clone()))
             .map(|_| ())
     }
 
@@ -165,7 +208,7 @@ impl EmbeddedStore {
             key: key.to_owned(),
             delta,
         };
-        match self.group.submit(&self.db, op)? {
+        match self.group.submit(self.database()?, op)? {
             Done::Counter(value) => Ok(value),
             Done::Written => Err(StoreError::Storage(anyhow::anyhow!(
                 "an increment answered without a value"
@@ -183,15 +226,16 @@ impl EmbeddedStore {
         limit: usize,
     ) -> Result<ScanPage, StoreError> {
         let limit = limit.clamp(1, PAGE_LIMIT);
-        let txn = self.db.begin_read().context("begin read")?;
+        let nothing = || ScanPage {
+            entries: Vec::new(),
+            next: None,
+        };
+        let Some(txn) = self.begin_read()? else {
+            return Ok(nothing());
+        };
         let table = match txn.open_table(table(bucket)) {
             Ok(table) => table,
-            Err(TableError::TableDoesNotExist(_)) => {
-                return Ok(ScanPage {
-                    entries: Vec::new(),
-                    next: None,
-                });
-            }
+            Err(TableError::TableDoesNotExist(_)) => return Ok(nothing()),
             Err(e) => return Err(anyhow::Error::from(e).context("open bucket").into()),
         };
         let start = match start_after {
@@ -236,7 +280,9 @@ impl EmbeddedStore {
 
     /// Up to `limit` outbox entries, oldest first.
     pub fn outbox_page(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().context("begin read")?;
+        let Some(txn) = self.begin_read()? else {
+            return Ok(Vec::new());
+        };
         let outbox = match txn.open_table(OUTBOX) {
             Ok(table) => table,
             Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -252,7 +298,10 @@ impl EmbeddedStore {
 
     /// Removes outbox entries up to and including `seq`, once relayed.
     pub fn outbox_remove_through(&self, seq: u64) -> Result<(), StoreError> {
-        self.group.submit(&self.db, Op::TrimOutbox(seq)).map(|_| ())
+        match self.db.get() {
+            Some(db) => self.group.submit(db, Op::TrimOutbox(seq)).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 

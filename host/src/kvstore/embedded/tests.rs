@@ -214,3 +214,28 @@ fn concurrent_writers_share_commits_and_each_gets_its_own_result() {
     assert_eq!(store.get("b", "count").expect("get"), Some(b"400".to_vec()));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn the_file_is_made_by_the_first_write_and_opened_at_once_after() {
+    let (store, dir) = store();
+    let file = EmbeddedStore::dir_of(&dir, "svc").join("kv.redb");
+    assert_eq!(store.get("b", "k").expect("get"), None);
+    assert!(!store.exists("b", "k").expect("exists"));
+    assert!(store.list_keys("b", None).expect("list").0.is_empty());
+    assert!(store.outbox_page(10).expect("outbox").is_empty());
+    store.outbox_remove_through(3).expect("nothing to trim");
+    assert!(!file.exists(), "reads and trims create nothing");
+    store
+        .set_many("b", &[("k".into(), b"v".to_vec())])
+        .expect("set");
+    assert!(file.exists(), "the first write creates the file");
+    drop(store);
+    let reopened = EmbeddedStore::open(&dir, "svc").expect("reopen");
+    assert!(
+        reopened.db.get().is_some(),
+        "an existing file is opened at once"
+    );
+    assert_eq!(reopened.get("b", "k").expect("get"), Some(b"v".to_vec()));
+    drop(reopened);
+    std::fs::remove_dir_all(dir).ok();
+}
