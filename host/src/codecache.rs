@@ -20,6 +20,11 @@ use wasmtime::component::Component;
 
 const SUFFIX: &str = ".cwasm";
 
+/// The lock every load of one content hash in progress takes in turn, and
+/// the component the first of them loaded, for the others to share (a
+/// `Component` is a reference to its code); gone with the last of them.
+type Turn = Mutex<Option<Component>>;
+
 /// Compiled components in one directory, for one engine.
 #[derive(Debug, Clone)]
 pub struct CodeCache {
@@ -27,10 +32,10 @@ pub struct CodeCache {
     fingerprint: String,
     /// Bytes of compiled code kept at most; the least recently used go first.
     limit: u64,
-    /// One lock per content hash being loaded, so that services deploying
-    /// the same component at once (a thousand at start-up, say) compile it
-    /// once and the rest map the file the first one wrote.
-    loading: Arc<Mutex<HashMap<String, Weak<Mutex<()>>>>>,
+    /// One turn per content hash being loaded, so that services deploying
+    /// the same component at once (a thousand at start-up, say) compile or
+    /// map it once and share what the first one loaded.
+    loading: Arc<Mutex<HashMap<String, Weak<Turn>>>>,
     /// Components compiled (not found in the cache) since start-up.
     compiled: Arc<AtomicU64>,
 }
@@ -64,8 +69,13 @@ impl CodeCache {
     /// (compiled by this engine and still usable).
     pub fn load(&self, engine: &Engine, hash: &str) -> Option<Component> {
         let turn = self.turn(hash);
-        let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
-        self.cached(engine, &self.path(hash))
+        let mut shared = turn.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(component) = &*shared {
+            return Some(component.clone());
+        }
+        let component = self.cached(engine, &self.path(hash))?;
+        *shared = Some(component.clone());
+        Some(component)
     }
 
     /// The component whose content hash is `hash`: from the cache, else
@@ -78,12 +88,17 @@ impl CodeCache {
         bytes: impl FnOnce() -> B,
     ) -> wasmtime::Result<Component> {
         let turn = self.turn(hash);
-        let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shared = turn.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(component) = &*shared {
+            return Ok(component.clone());
+        }
         let path = self.path(hash);
         if let Some(component) = self.cached(engine, &path) {
+            *shared = Some(component.clone());
             return Ok(component);
         }
         let component = Component::new(engine, bytes())?;
+        *shared = Some(component.clone());
         self.compiled.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self
             .store(&path, &component)
@@ -132,14 +147,14 @@ impl CodeCache {
         self.compiled.load(Ordering::Relaxed)
     }
 
-    /// The lock of `hash`, shared by every load of it in progress.
-    fn turn(&self, hash: &str) -> Arc<Mutex<()>> {
+    /// The turn of `hash`, shared by every load of it in progress.
+    fn turn(&self, hash: &str) -> Arc<Turn> {
         let mut loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(turn) = loading.get(hash).and_then(Weak::upgrade) {
             return turn;
         }
         loading.retain(|_, turn| turn.strong_count() > 0);
-        let turn = Arc::new(Mutex::new(()));
+        let turn = Arc::new(Mutex::new(None));
         loading.insert(hash.to_owned(), Arc::downgrade(&turn));
         turn
     }
@@ -252,6 +267,33 @@ mod tests {
         let mut component = EMPTY_COMPONENT.to_vec();
         section(&mut component, 1, &module); // a core module
         component
+    }
+
+    #[test]
+    fn loads_of_one_hash_while_one_is_in_progress_share_its_code() {
+        let (engine, cache, dir) = cache();
+        let bytes = component_with(10);
+        let code = |c: &Component| c.image_range().start;
+        let compiled = cache
+            .load_or_compile(&engine, "bb", || bytes.as_slice())
+            .expect("compiles");
+        // While a load of "bb" is in progress (its turn held), every other
+        // load gets the same code, whether compiled or mapped from the cache.
+        let in_progress = cache.turn("bb");
+        let mapped = cache.load(&engine, "bb").expect("cached");
+        let again = cache.load(&engine, "bb").expect("cached");
+        assert_eq!(code(&mapped), code(&again), "shared, not mapped twice");
+        let compiled_again = cache
+            .load_or_compile(&engine, "bb", || bytes.as_slice())
+            .expect("loads");
+        assert_eq!(code(&mapped), code(&compiled_again));
+        // With no load in progress, nothing is kept: the next maps anew.
+        drop(in_progress);
+        drop((compiled, mapped, again, compiled_again));
+        let fresh = cache.load(&engine, "bb").expect("cached");
+        let other = cache.load(&engine, "bb").expect("cached");
+        assert_ne!(code(&fresh), code(&other), "each maps its own copy");
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
