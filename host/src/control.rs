@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 
@@ -182,6 +182,21 @@ impl ServiceRecord {
 /// The control database.
 pub struct ControlDb {
     db: Database,
+    /// Concurrent writers share one transaction and one sync.
+    writers: std::sync::Mutex<Writers>,
+    answered: std::sync::Condvar,
+}
+
+/// Records as written: (name, JSON).
+type Encoded = Vec<(String, Vec<u8>)>;
+
+/// Records waiting for the next commit, and the outcomes of the last.
+#[derive(Default)]
+struct Writers {
+    next_ticket: u64,
+    queued: Vec<(u64, Encoded)>,
+    committing: bool,
+    outcomes: std::collections::HashMap<u64, Result<(), String>>,
 }
 
 impl ControlDb {
@@ -194,7 +209,11 @@ impl ControlDb {
                 path.display()
             )
         })?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            writers: std::sync::Mutex::default(),
+            answered: std::sync::Condvar::new(),
+        })
     }
 
     /// Every record, by name.
@@ -230,15 +249,62 @@ impl ControlDb {
             .with_context(|| format!("the record of service `{name}` is damaged"))
     }
 
-    /// Writes `records` in one durable transaction.
+    /// Writes `records` in one durable transaction, all or none, shared
+    /// with other writers' records when they write at the same time (as
+    /// every service does at start-up): the first to come commits what is
+    /// queued while the others wait for it, so concurrent writers pay for
+    /// one sync, not one each, and none returns before its records are
+    /// durable. Blocks: call it off the async threads.
     pub fn put(&self, records: &[&ServiceRecord]) -> anyhow::Result<()> {
+        let encoded = records
+            .iter()
+            .map(|record| {
+                let bytes = serde_json::to_vec(record).context("encode record")?;
+                Ok((record.name.clone(), bytes))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let lock = || self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writers = lock();
+        let ticket = writers.next_ticket;
+        writers.next_ticket += 1;
+        writers.queued.push((ticket, encoded));
+        loop {
+            if let Some(outcome) = writers.outcomes.remove(&ticket) {
+                return outcome.map_err(anyhow::Error::msg);
+            }
+            if writers.committing {
+                writers = self
+                    .answered
+                    .wait(writers)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            writers.committing = true;
+            let group = std::mem::take(&mut writers.queued);
+            drop(writers);
+            // In queue order: a later write of a record wins.
+            let outcome = self
+                .commit(group.iter().flat_map(|(_, records)| records))
+                .map_err(|e| format!("{e:#}"));
+            writers = lock();
+            writers.committing = false;
+            for (queued, _) in group {
+                writers.outcomes.insert(queued, outcome.clone());
+            }
+            self.answered.notify_all();
+        }
+    }
+
+    fn commit<'a>(
+        &self,
+        records: impl Iterator<Item = &'a (String, Vec<u8>)>,
+    ) -> anyhow::Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         {
             let mut table = txn.open_table(SERVICES).context("open records")?;
-            for record in records {
-                let bytes = serde_json::to_vec(record).context("encode record")?;
+            for (name, bytes) in records {
                 table
-                    .insert(record.name.as_str(), bytes.as_slice())
+                    .insert(name.as_str(), bytes.as_slice())
                     .context("write record")?;
             }
         }

@@ -98,3 +98,44 @@ fn records_survive_a_reopen() {
     assert_eq!(db.all().expect("all"), vec![record]);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn concurrent_writers_each_return_with_their_records_durable() {
+    let dir = std::env::temp_dir().join(format!("bazaar-ctl-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = Arc::new(ControlDb::open(&dir).expect("open"));
+    let start = Arc::new(std::sync::Barrier::new(16));
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let (db, start) = (Arc::clone(&db), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let mut expected = Vec::new();
+                start.wait();
+                for round in 0..8 {
+                    let mut record =
+                        ServiceRecord::new(&format!("s{i}-{round}"), Origin::Live, None);
+                    record.deploy(version(&format!("{:x}", i * 8 + round)), 5);
+                    db.put(&[&record]).expect("put");
+                    // Readable as soon as the put returns.
+                    assert_eq!(db.get(&record.name).expect("get"), Some(record.clone()));
+                    expected.push(record);
+                }
+                expected
+            })
+        })
+        .collect();
+    let mut expected: Vec<ServiceRecord> = writers
+        .into_iter()
+        .flat_map(|w| w.join().expect("writer"))
+        .collect();
+    drop(db);
+    let db = ControlDb::open(&dir).expect("reopen");
+    let mut stored = db.all().expect("all");
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    stored.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        stored, expected,
+        "every record of every writer, after a reopen"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
