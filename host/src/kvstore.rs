@@ -397,7 +397,13 @@ impl StoreBackend {
     pub async fn open(&self, service: &str) -> anyhow::Result<Arc<ServiceStore>> {
         Ok(Arc::new(match self {
             Self::Embedded { data_dir } => {
-                ServiceStore::Embedded(EmbeddedStore::open(data_dir, service)?)
+                // Creating a store writes and syncs its file: off the
+                // async threads, and many at once at start-up.
+                let (data_dir, service) = (data_dir.clone(), service.to_owned());
+                let store =
+                    tokio::task::spawn_blocking(move || EmbeddedStore::open(&data_dir, &service))
+                        .await??;
+                ServiceStore::Embedded(store)
             }
             Self::Postgres(pg) => ServiceStore::Postgres(PgStore::open(pg.clone(), service).await?),
         }))

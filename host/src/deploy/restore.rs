@@ -12,8 +12,12 @@ use crate::events::now_ms;
 use crate::loader::{LoadedService, content_hash, short};
 use crate::registry::{RegistrySnapshot, ServiceContext, ServiceSlot};
 use anyhow::Context as _;
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Service stores opened concurrently at start-up.
+const STORES_OPENED_AT_ONCE: usize = 64;
 
 /// Where a service's version comes from at start-up.
 enum Source {
@@ -83,10 +87,15 @@ impl Deployer {
             });
         }
 
+        // Opening a store may create and sync its file: many at once.
+        let stores: Vec<_> = futures_util::stream::iter(&plans)
+            .map(|plan| self.stores.open(&plan.name))
+            .buffered(STORES_OPENED_AT_ONCE)
+            .try_collect()
+            .await?;
         let mut pending = Vec::new();
         let mut slots = Vec::new();
-        for plan in plans {
-            let store = self.stores.open(&plan.name).await?;
+        for (plan, store) in plans.into_iter().zip(stores) {
             let context = ServiceContext::new(&plan.name, plan.spec.clone(), store, &self.env)?;
             let slot = Arc::new(ServiceSlot::new(Arc::new(context), None));
             slot.set_starting(true);
@@ -100,18 +109,34 @@ impl Deployer {
     }
 
     /// Compiles every service start-up left to load, all at once; each
-    /// serves as soon as its own component is ready.
+    /// serves as soon as its own component is ready and recorded. The
+    /// services ready at the same time are recorded together, in one
+    /// transaction under one hold of the lock: a thousand services starting
+    /// at once wait for a few syncs, not a thousand in turn.
     pub async fn load_pending(self: &Arc<Self>, loads: PendingLoads) {
+        let (ready, mut arrived) = tokio::sync::mpsc::unbounded_channel();
         let mut running = tokio::task::JoinSet::new();
         for (plan, slot) in loads.pending {
-            let deployer = Arc::clone(self);
-            running.spawn(async move { deployer.load_one(plan, slot).await });
+            let (deployer, ready) = (Arc::clone(self), ready.clone());
+            running.spawn(async move {
+                let loaded = deployer.load_component(&plan).await;
+                // The receiver lives until every sender is gone.
+                let _ = ready.send((plan, slot, loaded));
+            });
+        }
+        drop(ready);
+        while let Some(first) = arrived.recv().await {
+            let mut batch = vec![first];
+            while let Ok(next) = arrived.try_recv() {
+                batch.push(next);
+            }
+            self.install(batch).await;
         }
         while running.join_next().await.is_some() {}
     }
 
-    async fn load_one(&self, mut plan: Plan, slot: Arc<ServiceSlot>) {
-        let loaded = match self.start_load(&plan) {
+    async fn load_component(&self, plan: &Plan) -> Result<LoadedService, String> {
+        match self.start_load(plan) {
             Some(task) => task
                 .await
                 .unwrap_or_else(|e| Err(format!("the compiler task failed: {e}"))),
@@ -119,48 +144,67 @@ impl Deployer {
                 Source::Missing(why) => why.clone(),
                 _ => "nothing to load".into(),
             }),
+        }
+    }
+
+    /// Records and swaps in services whose components are loaded (or
+    /// failed to load), under one hold of the lock.
+    async fn install(&self, batch: Vec<(Plan, Arc<ServiceSlot>, Result<LoadedService, String>)>) {
+        let Some((first, ..)) = batch.first() else {
+            return;
         };
-        let _serial = match self.change_lock(&plan.name).await {
+        let _serial = match self.change_lock(&first.name).await {
             Ok(lock) => lock,
             Err(e) => {
-                tracing::error!(service = %plan.name, "{e}");
-                slot.set_error(Some(e.to_string()));
-                slot.set_starting(false);
+                for (plan, slot, _) in &batch {
+                    tracing::error!(service = %plan.name, "{e}");
+                    slot.set_error(Some(e.to_string()));
+                    slot.set_starting(false);
+                }
                 return;
             }
         };
-        // A deploy, rollback or removal that landed meanwhile wins.
-        let still_ours = self
-            .registry
-            .get(&plan.name)
-            .is_some_and(|s| Arc::ptr_eq(&s, &slot));
-        if !still_ours || slot.current().is_some() {
-            slot.set_starting(false);
-            return;
-        }
-        // On a fleet another host may have changed the record since it was
-        // read; build on the newest.
-        if let Ok(Some(mut fresh)) = self.control.get(&plan.name).await {
-            fresh.origin = plan.record.origin;
-            fresh.spec = plan.record.spec.clone();
-            plan.record = fresh;
-        }
         let mut changed = Vec::new();
-        let loaded = self.settle(&mut plan, loaded, &mut changed).await;
-        if let Err(e) = self.control.put(changed).await {
-            tracing::error!(service = %plan.name, error = format!("{e:#}"), "cannot record the start-up deploy");
-        }
-        match loaded {
-            Ok(loaded) => {
-                crate::metrics::version_changed(&plan.name, &loaded.version, None);
-                slot.swap(Arc::new(loaded));
+        let mut settled = Vec::new();
+        for (mut plan, slot, loaded) in batch {
+            // A deploy, rollback or removal that landed meanwhile wins.
+            let still_ours = self
+                .registry
+                .get(&plan.name)
+                .is_some_and(|s| Arc::ptr_eq(&s, &slot));
+            if !still_ours || slot.current().is_some() {
+                slot.set_starting(false);
+                continue;
             }
-            Err(error) => {
-                tracing::error!(service = %plan.name, "{error}");
-                slot.set_error(Some(error));
+            // On a fleet another host may have changed the record since it
+            // was read; build on the newest.
+            if let Ok(Some(mut fresh)) = self.control.get(&plan.name).await {
+                fresh.origin = plan.record.origin;
+                fresh.spec = plan.record.spec.clone();
+                plan.record = fresh;
             }
+            let loaded = self.settle(&mut plan, loaded, &mut changed).await;
+            settled.push((plan.name, slot, loaded));
         }
-        slot.set_starting(false);
+        if !changed.is_empty()
+            && let Err(e) = self.control.put(changed).await
+        {
+            let services: Vec<&str> = settled.iter().map(|(name, ..)| name.as_str()).collect();
+            tracing::error!(services = ?services, error = format!("{e:#}"), "cannot record the start-up deploys");
+        }
+        for (name, slot, loaded) in settled {
+            match loaded {
+                Ok(loaded) => {
+                    crate::metrics::version_changed(&name, &loaded.version, None);
+                    slot.swap(Arc::new(loaded));
+                }
+                Err(error) => {
+                    tracing::error!(service = %name, "{error}");
+                    slot.set_error(Some(error));
+                }
+            }
+            slot.set_starting(false);
+        }
     }
 
     /// Starts compiling what `plan` serves, on the blocking pool.
