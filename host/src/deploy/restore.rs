@@ -13,7 +13,8 @@ use crate::loader::{LoadedService, content_hash, short};
 use crate::registry::{RegistrySnapshot, ServiceContext, ServiceSlot};
 use anyhow::Context as _;
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Service stores opened concurrently at start-up.
@@ -45,8 +46,9 @@ impl Deployer {
     /// Installs every service in the registry, not yet serving (its routes
     /// answer 503 "starting"), and returns what is left to load with
     /// [`Deployer::load_pending`]. A route conflict or a store that cannot
-    /// be opened stops the start; a service that later fails to load
-    /// answers 503 and the others serve.
+    /// be opened stops the start (an embedded store not yet created is
+    /// created by its first write, whose error its guest then gets); a
+    /// service that later fails to load answers 503 and the others serve.
     pub async fn restore(&self) -> anyhow::Result<PendingLoads> {
         let _serial = self.lock.lock().await;
         let records: BTreeMap<String, ServiceRecord> = self
@@ -57,6 +59,7 @@ impl Deployer {
             .map(|r| (r.name.clone(), r))
             .collect();
         let mut plans = Vec::new();
+        let mut files = SeedFiles::default();
         for (name, seed) in &self.seeds {
             let record = records
                 .get(name)
@@ -66,7 +69,7 @@ impl Deployer {
                 tracing::info!(service = %name, "not starting `{name}`: it was removed with `bazaar remove`; `bazaar deploy {name} FILE` brings it back");
                 continue;
             }
-            plans.push(plan_seed(name, seed, record));
+            plans.push(plan_seed(name, seed, record, &mut files));
         }
         for record in records.values() {
             if record.origin != Origin::Live
@@ -306,17 +309,32 @@ impl Deployer {
     }
 }
 
-fn plan_seed(name: &str, seed: &Seed, mut record: ServiceRecord) -> Plan {
+/// Component files read at start-up, by path: each read and hashed once
+/// however many services name it.
+#[derive(Default)]
+struct SeedFiles(HashMap<PathBuf, Result<(bytes::Bytes, String), String>>);
+
+impl SeedFiles {
+    /// The content of `path` and its hash, or why it cannot be read.
+    fn read(&mut self, path: &Path) -> Result<(bytes::Bytes, String), String> {
+        self.0
+            .entry(path.to_owned())
+            .or_insert_with(|| {
+                let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+                let hash = content_hash(&bytes);
+                Ok((bytes.into(), hash))
+            })
+            .clone()
+    }
+}
+
+fn plan_seed(name: &str, seed: &Seed, mut record: ServiceRecord, files: &mut SeedFiles) -> Plan {
     record.origin = Origin::GatewayToml;
     record.spec = None;
-    let source = match std::fs::read(&seed.path) {
-        Ok(bytes) => {
-            let hash = content_hash(&bytes);
+    let source = match files.read(&seed.path) {
+        Ok((bytes, hash)) => {
             if record.seed.as_deref() != Some(hash.as_str()) || record.current.is_none() {
-                Source::File {
-                    bytes: bytes.into(),
-                    hash,
-                }
+                Source::File { bytes, hash }
             } else {
                 Source::Kept
             }
