@@ -7,12 +7,13 @@
 //! acknowledged, so a restart or a `kill -9` never undoes one.
 
 use crate::config::ServiceSpec;
+use crate::group_commit::GroupCommit;
 use crate::loader::short;
 use anyhow::Context as _;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
 
@@ -183,21 +184,11 @@ impl ServiceRecord {
 pub struct ControlDb {
     db: Database,
     /// Concurrent writers share one transaction and one sync.
-    writers: std::sync::Mutex<Writers>,
-    answered: std::sync::Condvar,
+    writers: GroupCommit<Encoded, Result<(), String>>,
 }
 
 /// Records as written: (name, JSON).
 type Encoded = Vec<(String, Vec<u8>)>;
-
-/// Records waiting for the next commit, and the outcomes of the last.
-#[derive(Default)]
-struct Writers {
-    next_ticket: u64,
-    queued: Vec<(u64, Encoded)>,
-    committing: bool,
-    outcomes: std::collections::HashMap<u64, Result<(), String>>,
-}
 
 impl ControlDb {
     /// Opens (creating) `<data_dir>/control.redb`.
@@ -211,8 +202,7 @@ impl ControlDb {
         })?;
         Ok(Self {
             db,
-            writers: std::sync::Mutex::default(),
-            answered: std::sync::Condvar::new(),
+            writers: GroupCommit::default(),
         })
     }
 
@@ -263,36 +253,18 @@ impl ControlDb {
                 Ok((record.name.clone(), bytes))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let lock = || self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut writers = lock();
-        let ticket = writers.next_ticket;
-        writers.next_ticket += 1;
-        writers.queued.push((ticket, encoded));
-        loop {
-            if let Some(outcome) = writers.outcomes.remove(&ticket) {
-                return outcome.map_err(anyhow::Error::msg);
-            }
-            if writers.committing {
-                writers = self
-                    .answered
-                    .wait(writers)
-                    .unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            writers.committing = true;
-            let group = std::mem::take(&mut writers.queued);
-            drop(writers);
-            // In queue order: a later write of a record wins.
-            let outcome = self
-                .commit(group.iter().flat_map(|(_, records)| records))
-                .map_err(|e| format!("{e:#}"));
-            writers = lock();
-            writers.committing = false;
-            for (queued, _) in group {
-                writers.outcomes.insert(queued, outcome.clone());
-            }
-            self.answered.notify_all();
-        }
+        self.writers
+            .submit(encoded, |group| {
+                // In queue order: a later write of a record wins.
+                let outcome = self
+                    .commit(group.iter().flat_map(|(_, records)| records))
+                    .map_err(|e| format!("{e:#}"));
+                group
+                    .into_iter()
+                    .map(|(ticket, _)| (ticket, outcome.clone()))
+                    .collect()
+            })
+            .map_err(anyhow::Error::msg)
     }
 
     fn commit<'a>(

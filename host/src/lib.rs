@@ -73,6 +73,7 @@ pub mod engine;
 pub mod events;
 pub mod fleet;
 pub mod gateway;
+pub mod group_commit;
 pub mod host;
 pub mod kvstore;
 pub mod listener;

@@ -17,7 +17,7 @@
 
 use super::{Batch, PAGE_LIMIT, ScanPage, StoreError, Write};
 use anyhow::Context as _;
-use group::{Done, GroupCommit, Op};
+use group::{Done, GroupCommit, Op, submit};
 use redb::{
     Database, ReadTransaction, ReadableDatabase as _, ReadableTable as _, TableDefinition,
     TableError,
@@ -195,9 +195,7 @@ impl EmbeddedStore {
     /// appends its outbox entries, all in one durable transaction (shared,
     /// through group commit, with concurrent writers).
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        self.group
-            .submit(self.database()?, Op::Batch(batch.clone()))
-            .map(|_| ())
+        submit(&self.group, self.database()?, Op::Batch(batch.clone())).map(|_| ())
     }
 
     /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and
@@ -208,7 +206,7 @@ impl EmbeddedStore {
             key: key.to_owned(),
             delta,
         };
-        match self.group.submit(self.database()?, op)? {
+        match submit(&self.group, self.database()?, op)? {
             Done::Counter(value) => Ok(value),
             Done::Written => Err(StoreError::Storage(anyhow::anyhow!(
                 "an increment answered without a value"
@@ -299,7 +297,7 @@ impl EmbeddedStore {
     /// Removes outbox entries up to and including `seq`, once relayed.
     pub fn outbox_remove_through(&self, seq: u64) -> Result<(), StoreError> {
         match self.db.get() {
-            Some(db) => self.group.submit(db, Op::TrimOutbox(seq)).map(|_| ()),
+            Some(db) => submit(&self.group, db, Op::TrimOutbox(seq)).map(|_| ()),
             None => Ok(()),
         }
     }

@@ -1,10 +1,8 @@
 //! Group commit: writes from concurrent requests to one store share one
 //! transaction and one fsync, with the same durability as one each.
 //!
-//! A writer queues its operation. If no commit is running, it becomes the
-//! leader: it takes everything queued, applies each operation in turn in
-//! one write transaction, commits once, and hands every waiter its own
-//! result. Otherwise it waits for the leader to answer it. An operation
+//! The queue is [`crate::group_commit`]; a leader applies each queued
+//! operation in turn in one write transaction and commits once. An operation
 //! whose condition fails (or that finds a value it cannot increment) is
 //! skipped before it writes anything and fails alone; a storage error
 //! fails the whole group, and nothing of it was committed.
@@ -12,8 +10,6 @@
 use super::{Batch, META, NEXT_OUTBOX_SEQ, OUTBOX, StoreError, Write, table};
 use anyhow::Context as _;
 use redb::{Database, ReadableTable as _, TableError, WriteTransaction};
-use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 /// A write waiting for the next commit.
 pub(super) enum Op {
@@ -37,55 +33,13 @@ pub(super) enum Done {
     Counter(u64),
 }
 
-/// The queue and the results of one store's writers.
-#[derive(Default)]
-pub(super) struct GroupCommit {
-    state: Mutex<State>,
-    answered: Condvar,
-}
+/// The queue of one store's writers.
+pub(super) type GroupCommit = crate::group_commit::GroupCommit<Op, Result<Done, StoreError>>;
 
-#[derive(Default)]
-struct State {
-    next_ticket: u64,
-    queued: Vec<(u64, Op)>,
-    leading: bool,
-    results: HashMap<u64, Result<Done, StoreError>>,
-}
-
-impl GroupCommit {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Every change to the state is a whole assignment or push.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Commits `op` with whatever else is queued, durably, and returns its
-    /// own result. Blocks: call it off the async threads.
-    pub(super) fn submit(&self, db: &Database, op: Op) -> Result<Done, StoreError> {
-        let mut state = self.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queued.push((ticket, op));
-        loop {
-            if let Some(result) = state.results.remove(&ticket) {
-                return result;
-            }
-            if !state.leading {
-                state.leading = true;
-                let group = std::mem::take(&mut state.queued);
-                drop(state);
-                let results = commit_group(db, group);
-                state = self.lock();
-                state.results.extend(results);
-                state.leading = false;
-                self.answered.notify_all();
-                continue;
-            }
-            state = self
-                .answered
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
+/// Commits `op` with whatever else is queued, durably, and returns its own
+/// result. Blocks: call it off the async threads.
+pub(super) fn submit(queue: &GroupCommit, db: &Database, op: Op) -> Result<Done, StoreError> {
+    queue.submit(op, |group| commit_group(db, group))
 }
 
 /// Applies `group` in one transaction; every ticket gets a result.
