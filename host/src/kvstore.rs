@@ -397,7 +397,7 @@ impl StoreBackend {
     pub async fn open(&self, service: &str) -> anyhow::Result<Arc<ServiceStore>> {
         Ok(Arc::new(match self {
             Self::Embedded { data_dir } => {
-                // Creating a store writes and syncs its file: off the
+                // Opening an existing file reads and may sync it: off the
                 // async threads, and many at once at start-up.
                 let (data_dir, service) = (data_dir.clone(), service.to_owned());
                 let store =

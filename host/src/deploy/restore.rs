@@ -90,7 +90,8 @@ impl Deployer {
             });
         }
 
-        // Opening a store may create and sync its file: many at once.
+        // Opening a store reads (and may sync) its file, or its database
+        // on a fleet: many at once.
         let stores: Vec<_> = futures_util::stream::iter(&plans)
             .map(|plan| self.stores.open(&plan.name))
             .buffered(STORES_OPENED_AT_ONCE)

@@ -152,19 +152,16 @@ fn work_out(arrived: &mpsc::Receiver<Bytes>, candidates: Vec<KeptCandidate>) -> 
     }
     let hasher = match hasher {
         Some(hasher) => hasher,
-        None => match matching.ended() {
-            Ok(hash) => {
+        None => {
+            if let Some(hash) = matching.ended() {
                 return Digest {
                     hash,
                     matched_kept: true,
                     kept_file_differs: false,
                 };
             }
-            Err(differed) => {
-                matching.differed = differed;
-                hash_all(&compared)
-            }
-        },
+            hash_all(&compared)
+        }
     };
     let hash = hex(&hasher.finalize());
     Digest {
@@ -226,17 +223,16 @@ impl Matching {
     }
 
     /// The candidate the upload was all of, one whose file has ended too;
-    /// else the hashes of every candidate, all found different.
-    fn ended(&mut self) -> Result<String, Vec<String>> {
-        let mut differed = std::mem::take(&mut self.differed);
+    /// the others count as different.
+    fn ended(&mut self) -> Option<String> {
         for (hash, mut file) in self.open.drain(..) {
             let mut one = [0u8; 1];
             if matches!(file.read(&mut one), Ok(0)) {
-                return Ok(hash);
+                return Some(hash);
             }
-            differed.push(hash);
+            self.differed.push(hash);
         }
-        Err(differed)
+        None
     }
 }
 
@@ -268,7 +264,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_upload_in_pieces_is_hashed_and_kept_whole() {
-        let whole: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let whole = pattern(100_000, 251);
         let mut upload = ComponentHasher::start();
         for piece in whole.chunks(7_777) {
             upload.push(Bytes::copy_from_slice(piece));
@@ -285,7 +281,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn tiny_pieces_are_gathered_in_order() {
-        let whole: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let whole = pattern(200_000, 253);
         let mut upload = ComponentHasher::start();
         let mut rest = whole.as_slice();
         // One-byte pieces, a large one in the middle, then small again.
