@@ -284,21 +284,25 @@ impl Delivery {
         match result {
             Ok(()) => {
                 tracing::debug!(event_id = %id, attempt, "delivered");
+                // Counted once acknowledged, so that a scrape that sees the
+                // delivery also sees it gone from the backlog.
+                self.log.ack(sub.clone(), pending).await?;
                 crate::metrics::delivery(
                     &sub.subscriber,
                     &sub.topic,
                     crate::metrics::Delivery::Delivered,
                 );
-                self.log.ack(sub.clone(), pending).await
+                Ok(())
             }
             Err(error) if attempt >= self.policy.max_attempts => {
                 tracing::warn!(event_id = %id, attempt, %error, "event moved to the dead letters after its last attempt");
+                self.log.dead_letter(sub.clone(), pending, error).await?;
                 crate::metrics::delivery(
                     &sub.subscriber,
                     &sub.topic,
                     crate::metrics::Delivery::DeadLettered,
                 );
-                self.log.dead_letter(sub.clone(), pending, error).await
+                Ok(())
             }
             Err(error) => {
                 let backoff = self.policy.backoff(attempt);
