@@ -235,7 +235,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
     let mut tasks = vec![
         listener::serve(
             gateway,
-            crate::gateway::app(gateway_state),
+            crate::gateway::Gateway::new(gateway_state),
             limits,
             signal.clone(),
         ),

@@ -2,20 +2,55 @@
 //! does not set: a header-read timeout (which also closes idle keep-alive
 //! connections), caps on header count and head size, a cap on open
 //! connections, `TCP_NODELAY`, and the client's address for rate limits.
+//!
+//! What answers the requests is a [`Handler`]: an axum [`Router`] (the
+//! admin API), or the gateway, which hyper calls directly, without a
+//! router's layers, since every request takes the same path through it.
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
+
+/// Answers the requests of one listener.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// The response to `request`, which came from `peer`.
+    fn call(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + use<Self>;
+}
+
+impl Handler for Router {
+    fn call(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + use<> {
+        let mut request = request.map(Body::new);
+        // What axum's `ConnectInfo` extractor reads.
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let answered = self.clone().oneshot(request);
+        async move {
+            match answered.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +70,7 @@ pub struct ConnectionLimits {
 /// requests finish.
 pub fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl Handler,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -81,19 +116,16 @@ pub fn serve(
             // this the body waits for the client's delayed ACK.
             let _ = stream.set_nodelay(true);
             let app = app.clone();
-            let service = tower::service_fn(move |request: http::Request<Incoming>| {
-                let mut request = request.map(Body::new);
-                request.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().oneshot(request)
+            let service = hyper::service::service_fn(move |request| {
+                let answered = app.call(request, peer);
+                async move { Ok::<_, Infallible>(answered.await) }
             });
             let builder = Arc::clone(&builder);
             let mut closing = closing.subscribe();
             tokio::spawn(async move {
                 let _open = crate::metrics::OpenConnection::open();
-                let connection = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                );
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 tokio::pin!(connection);
                 tokio::select! {
                     _ = connection.as_mut() => {}

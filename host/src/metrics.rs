@@ -107,6 +107,8 @@ pub struct ServiceMetrics {
     in_flight: OnceLock<Gauge>,
     instantiation: OnceLock<Histogram>,
     cpu: OnceLock<Histogram>,
+    /// Its window of recent requests in the host's [`Stats`].
+    recent: OnceLock<Arc<ServiceStats>>,
 }
 
 impl ServiceMetrics {
@@ -119,11 +121,16 @@ impl ServiceMetrics {
             in_flight: OnceLock::new(),
             instantiation: OnceLock::new(),
             cpu: OnceLock::new(),
+            recent: OnceLock::new(),
         }
     }
 
-    /// A request of this service answered with `status` after `elapsed`.
-    pub fn request_served(&self, status: u16, elapsed: Duration) {
+    /// A request of this service answered with `status` after `elapsed`,
+    /// counted here and in the dashboard's window in `stats` (the host's).
+    pub fn request_served(&self, status: u16, elapsed: Duration, stats: &Stats) {
+        self.recent
+            .get_or_init(|| stats.service(&self.name))
+            .record(status, elapsed);
         let class = status_class(status);
         self.requests[class]
             .get_or_init(|| {

@@ -2,10 +2,9 @@
 //! body that passes the limit fails in the guest, and the gateway answers
 //! 413 whatever the guest made of the failure.
 
-use axum::body::Body;
-use axum::extract::Request;
 use bytes::Bytes;
 use http_body::Frame;
+use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +22,10 @@ impl OverLimit {
 }
 
 /// `request` with its body cut off after `max` bytes.
-pub fn limit(request: Request, max: usize) -> (http::Request<LimitedBody>, OverLimit) {
+pub fn limit(
+    request: http::Request<Incoming>,
+    max: usize,
+) -> (http::Request<LimitedBody>, OverLimit) {
     let flag = OverLimit::default();
     let limited = request.map(|inner| LimitedBody {
         inner,
@@ -35,7 +37,7 @@ pub fn limit(request: Request, max: usize) -> (http::Request<LimitedBody>, OverL
 
 /// A body that errors, and raises its flag, past its limit.
 pub struct LimitedBody {
-    inner: Body,
+    inner: Incoming,
     left: usize,
     flag: OverLimit,
 }

@@ -25,12 +25,10 @@ use crate::policy::Decision;
 use crate::registry::ServiceRegistry;
 use crate::runtime::Runtime;
 use crate::telemetry::scope::RequestScope;
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse as _, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,32 +71,46 @@ struct ServedBy {
     version: Option<Arc<str>>,
 }
 
-/// The request id, put in the request's extensions by `access_log`.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
+/// The gateway as its listener calls it: every request goes through
+/// [`access_log`] to [`proxy`], with no router in between.
+#[derive(Clone)]
+pub struct Gateway(Arc<GatewayState>);
 
-/// The gateway's router: every path goes to `proxy`.
-pub fn app(state: Arc<GatewayState>) -> Router {
-    Router::new()
-        .fallback(proxy)
-        .with_state(Arc::clone(&state))
-        // Outermost, so the span, the access line and the metrics cover
-        // every response, including the gateway's own errors.
-        .layer(middleware::from_fn_with_state(state, access_log))
+impl Gateway {
+    /// The gateway of `state`.
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Self(state)
+    }
 }
 
-async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
-    let id = request
-        .extensions()
-        .get::<RequestId>()
-        .map_or_else(|| Arc::from("-"), |r| Arc::clone(&r.0));
+impl crate::listener::Handler for Gateway {
+    fn call(
+        &self,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + use<> {
+        // Boxed: the request's future is some kilobytes, and hyper moves
+        // it more than once before it runs.
+        Box::pin(access_log(Arc::clone(&self.0), request, peer))
+    }
+}
+
+/// What a request that came in carries through the gateway.
+type Request = http::Request<Incoming>;
+
+async fn proxy(
+    state: &GatewayState,
+    id: &Arc<str>,
+    peer: SocketAddr,
+    request: Request,
+) -> Response {
     if request.uri().path() == LIVENESS_PATH {
         return axum::Json(serde_json::json!({ "status": "ok" })).into_response();
     }
     let mut routed = None;
-    let mut response = match forward(&state, Arc::clone(&id), request, &mut routed).await {
+    let mut response = match forward(state, Arc::clone(id), peer, request, &mut routed).await {
         Ok(response) => response,
-        Err(e) => e.into_response(&id),
+        Err(e) => e.into_response(id),
     };
     if let Some(served) = routed {
         response.extensions_mut().insert(served);
@@ -109,6 +121,7 @@ async fn proxy(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
 async fn forward(
     state: &GatewayState,
     id: Arc<str>,
+    peer: SocketAddr,
     mut request: Request,
     routed: &mut Option<ServedBy>,
 ) -> Result<Response, GatewayError> {
@@ -140,15 +153,9 @@ async fn forward(
     let decision = policy.decide(pattern, request.method());
     let identity = authenticate(state, request.headers(), &decision)?;
     decision.admit(identity.as_ref())?;
-    decision.take(|| {
-        match (
-            &identity,
-            request.extensions().get::<ConnectInfo<SocketAddr>>(),
-        ) {
-            (Some(who), _) => who.subject.clone(),
-            (None, Some(ConnectInfo(peer))) => peer.ip().to_string(),
-            (None, None) => "unknown".to_owned(),
-        }
+    decision.take(|| match &identity {
+        Some(who) => who.subject.clone(),
+        None => peer.ip().to_string(),
     })?;
 
     let version = slot.current().ok_or_else(|| {
@@ -319,18 +326,13 @@ pub(crate) fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
 /// Gives each request an id (the client's `x-request-id` if it sent a sane
 /// one), runs it in a log context carrying that id, and writes one access
 /// line.
-async fn access_log(
-    State(state): State<Arc<GatewayState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn access_log(state: Arc<GatewayState>, request: Request, peer: SocketAddr) -> Response {
     let id: Arc<str> = header_text(request.headers(), REQUEST_ID_HEADER)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(
             || uuid::Uuid::new_v4().simple().to_string().into(),
             Arc::from,
         );
-    request.extensions_mut().insert(RequestId(Arc::clone(&id)));
     let method = request.method().clone();
     // A `Uri` shares its bytes: cloning it copies no text.
     let uri = request.uri().clone();
@@ -364,15 +366,19 @@ async fn access_log(
     }
     let started = Instant::now();
     let scope = RequestScope::new(Arc::clone(&id), &span);
-    let mut response = scope.run(next.run(request)).instrument(span.clone()).await;
+    let mut response = scope
+        .run(proxy(&state, &id, peer, request))
+        .instrument(span.clone())
+        .await;
     let elapsed = started.elapsed();
     let served = response.extensions_mut().remove::<ServedBy>();
     let service = served.as_ref().map(|s| &s.service);
     let status = response.status().as_u16();
     match service {
         Some(service) => {
-            service.metrics.request_served(status, elapsed);
-            state.stats.record(&service.name, status, elapsed);
+            service
+                .metrics
+                .request_served(status, elapsed, &state.stats);
         }
         None => crate::metrics::unrouted_request(status, elapsed),
     }

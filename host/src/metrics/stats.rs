@@ -47,23 +47,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Stats {
+    /// The window of `service`, made on its first request. A service's
+    /// metrics keep it (see [`crate::metrics::ServiceMetrics`]), so a
+    /// request takes no host-wide lock.
+    pub fn service(&self, service: &Arc<str>) -> Arc<ServiceStats> {
+        let mut services = lock(&self.services);
+        Arc::clone(services.entry(Arc::clone(service)).or_default())
+    }
+
     /// Records a request of `service` answered with `status` in `elapsed`.
     pub fn record(&self, service: &Arc<str>, status: u16, elapsed: Duration) {
-        let entry = {
-            let mut services = lock(&self.services);
-            Arc::clone(services.entry(Arc::clone(service)).or_default())
-        };
-        let error = status >= 500;
-        entry.total.fetch_add(1, Ordering::Relaxed);
-        if error {
-            entry.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        let now = Instant::now();
-        let mut recent = lock(&entry.recent);
-        recent.push_back((now, elapsed, error));
-        while recent.len() > KEPT || recent.front().is_some_and(|(at, ..)| now - *at > WINDOW) {
-            recent.pop_front();
-        }
+        self.service(service).record(status, elapsed);
     }
 
     /// Every service's figures now.
@@ -81,6 +75,21 @@ impl Stats {
 }
 
 impl ServiceStats {
+    /// Records a request answered with `status` in `elapsed`.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let error = status >= 500;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        let mut recent = lock(&self.recent);
+        recent.push_back((now, elapsed, error));
+        while recent.len() > KEPT || recent.front().is_some_and(|(at, ..)| now - *at > WINDOW) {
+            recent.pop_front();
+        }
+    }
+
     fn snapshot(&self, now: Instant) -> ServiceSnapshot {
         let recent = lock(&self.recent);
         let window: Vec<&(Instant, Duration, bool)> = recent
