@@ -49,6 +49,23 @@ impl RequestContext {
         }
     }
 
+    /// A request from outside as it enters its first `service`, in `trace`
+    /// (whose span id is this request's own).
+    pub fn entering(
+        id: Arc<str>,
+        deadline: Instant,
+        trace: TraceContext,
+        service: &Arc<str>,
+    ) -> Self {
+        Self {
+            id,
+            deadline,
+            chain: Arc::from([Arc::clone(service)]),
+            trace,
+            identity: None,
+        }
+    }
+
     /// A context for event deliveries and other host-made requests.
     pub fn internal(id: impl Into<Arc<str>>, deadline: Instant) -> Self {
         Self::new(id.into(), deadline, TraceContext::new_root())

@@ -176,22 +176,16 @@ async fn forward(
     }
 
     let timeout = decision.timeout.unwrap_or(slot.context.limits.timeout);
-    let ctx = match crate::telemetry::current_trace() {
+    let trace = match crate::telemetry::current_trace() {
         // Exported: the request's own span is what guests and callees continue.
-        Some(trace) => {
-            let mut ctx =
-                RequestContext::new(id, started + timeout, trace).enter(&slot.context.name);
-            ctx.trace = trace;
-            ctx
-        }
-        None => {
-            let trace = header_text(request.headers(), TRACEPARENT_HEADER)
-                .and_then(TraceContext::parse)
-                .unwrap_or_else(TraceContext::new_root);
-            RequestContext::new(id, started + timeout, trace).enter(&slot.context.name)
-        }
-    }
-    .with_identity(identity);
+        Some(trace) => trace,
+        // A span of its own in the client's trace, or in a new one.
+        None => header_text(request.headers(), TRACEPARENT_HEADER)
+            .and_then(TraceContext::parse)
+            .map_or_else(TraceContext::new_root, |parent| parent.child()),
+    };
+    let ctx = RequestContext::entering(id, started + timeout, trace, &slot.context.name)
+        .with_identity(identity);
     set_host_headers(request.headers_mut(), &ctx);
     let (request, over_limit) = body::limit(request, max);
 
