@@ -94,6 +94,38 @@ async fn an_instance_that_trapped_or_timed_out_is_never_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_of_a_warm_instance_has_the_whole_cpu_budget() {
+    // 300 ms of CPU per request; five requests of ~120 ms on one instance.
+    let services = STANDARD_SERVICES.replace(
+        "[services.alpha.config]",
+        "instance_reuse = 1000\n[services.alpha.limits]\ncpu_time_ms = 300\n[services.alpha.config]",
+    );
+    let host = TestHost::start_with(&services, "").await;
+    assert_eq!(futures_sequence(&host, "alpha", 1).await, [1]);
+    for _ in 0..5 {
+        let burned = host.get("/alpha/burn/120").await;
+        assert_eq!(
+            burned.status(),
+            200,
+            "a warm instance's earlier requests do not use up this one's budget: {}",
+            burned.text().await.unwrap_or_default()
+        );
+        settle(&host, "alpha").await;
+    }
+    assert_eq!(
+        counter(&host, "alpha").await,
+        2,
+        "the same instance served them all"
+    );
+    assert_eq!(
+        host.get("/alpha/loop").await.status(),
+        504,
+        "the budget holds"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_retires_the_old_versions_warm_instances() {
     let host = start(1000).await;
     assert_eq!(futures_sequence(&host, "alpha", 3).await, [1, 2, 3]);

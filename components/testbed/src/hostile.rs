@@ -27,6 +27,18 @@ pub fn oom(_req: Request) -> Result<Response> {
     }
 }
 
+/// Keeps the CPU busy for `ms` of wall time, then answers `burned {ms}`:
+/// CPU time charged to the request, unlike [`sleep`].
+pub fn burn(req: Request) -> Result<Response> {
+    let ms: u64 = req.param_as("ms")?;
+    let until = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut x: u64 = 0;
+    while std::time::Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    Ok(Response::new(200).with_body(format!("burned {ms}")))
+}
+
 /// Blocks on the monotonic clock for `ms`, then answers `slept {ms}`.
 pub fn sleep(req: Request) -> Result<Response> {
     let ms: u64 = req.param_as("ms")?;

@@ -54,6 +54,7 @@ fn routes() -> Router {
         .get("/{svc}/loop", hostile::spin)
         .get("/{svc}/oom", hostile::oom)
         .get("/{svc}/sleep/{ms}", hostile::sleep)
+        .get("/{svc}/burn/{ms}", hostile::burn)
         .get("/{svc}/stream/{chunks}/{ms}", hostile::stream)
         .get("/{svc}/grow/{step_mib}", hostile::grow)
         .get("/{svc}/recurse", hostile::recurse)

@@ -41,6 +41,12 @@ impl CpuMeter {
         })
     }
 
+    /// Back to zero, for the next request of a warm instance.
+    pub fn reset(&self) {
+        self.entered.store(0, Ordering::Release);
+        self.spent.store(0, Ordering::Release);
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }

@@ -173,8 +173,13 @@ impl Runtime {
         let (mut store, meter, mut proxy, uses) = match warm {
             Some(mut instance) => {
                 instance.store.data_mut().begin_request(ctx.clone());
-                let meter = Sandbox::arm(&mut instance.store, service);
-                (instance.store, meter, Some(instance.proxy), instance.uses)
+                Sandbox::rearm(&mut instance.store, &instance.meter);
+                (
+                    instance.store,
+                    instance.meter,
+                    Some(instance.proxy),
+                    instance.uses,
+                )
             }
             None => {
                 let (store, meter) =
@@ -252,6 +257,7 @@ impl Runtime {
                             version: version_id,
                             store,
                             proxy: instance,
+                            meter: spent,
                             uses,
                         });
                     }

@@ -83,9 +83,9 @@ impl Sandbox {
         (store, meter)
     }
 
-    /// Gives `store` a fresh CPU budget for its next request: a new meter,
-    /// checked at every epoch tick.
-    pub(crate) fn arm(store: &mut Store<RequestState>, service: &ServiceContext) -> Arc<CpuMeter> {
+    /// Gives a new `store` its CPU budget: a meter, checked at every epoch
+    /// tick.
+    fn arm(store: &mut Store<RequestState>, service: &ServiceContext) -> Arc<CpuMeter> {
         let meter = CpuMeter::new();
         let budget = service.limits.cpu_time;
         let spent = Arc::clone(&meter);
@@ -99,6 +99,15 @@ impl Sandbox {
             Ok(UpdateDeadline::Yield(1))
         });
         meter
+    }
+
+    /// Gives the store of a warm instance, armed when it was made, a full
+    /// CPU budget again for its next request.
+    pub(crate) fn rearm(store: &mut Store<RequestState>, meter: &CpuMeter) {
+        meter.reset();
+        // The epoch moved on while it was idle; a deadline left in the past
+        // would make it yield at once.
+        store.set_epoch_deadline(1);
     }
 }
 

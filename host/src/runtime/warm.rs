@@ -21,6 +21,8 @@ pub(super) struct WarmInstance {
     pub store: Store<RequestState>,
     /// Its exports.
     pub proxy: Proxy,
+    /// The CPU meter its store's epoch callback reads.
+    pub meter: std::sync::Arc<super::meter::CpuMeter>,
     /// Requests it has served.
     pub uses: u32,
 }
