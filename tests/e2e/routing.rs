@@ -39,6 +39,35 @@ async fn requests_reach_the_service_owning_the_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_is_served_like_an_http1_one() {
+    let host = TestHost::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let alpha = h2.get(host.url("/alpha/path/a/b")).send().await.unwrap();
+    assert_eq!(alpha.version(), reqwest::Version::HTTP_2);
+    assert_eq!(alpha.status(), 200);
+    assert_eq!(alpha.headers()["x-bazaar-service"], "alpha");
+    assert!(alpha.headers().contains_key("x-request-id"));
+    assert_eq!(alpha.text().await.unwrap(), "a/b");
+    let missing = h2.get(host.url("/no/such/place")).send().await.unwrap();
+    assert_eq!(missing.version(), reqwest::Version::HTTP_2);
+    assert_eq!(missing.status(), 404);
+    // Many requests at once share the one connection.
+    let answers = futures_util::future::join_all(
+        (0..20).map(|i| h2.get(host.url(&format!("/beta/path/{i}"))).send()),
+    )
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), i.to_string());
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_request_id_is_echoed() {
     let host = TestHost::start().await;
     let response = host
