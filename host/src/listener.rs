@@ -1,7 +1,8 @@
 //! Accepts connections for a router, with the limits plain `axum::serve`
 //! does not set: a header-read timeout (which also closes idle keep-alive
 //! connections), caps on header count and head size, a cap on open
-//! connections, `TCP_NODELAY`, and the client's address for rate limits.
+//! connections, `TCP_NODELAY`, and the client's address for the gateway's
+//! rate limits.
 //!
 //! What answers the requests is a [`Handler`]: an axum [`Router`] (the
 //! admin API), or the gateway, which hyper calls directly, without a
@@ -9,7 +10,6 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,12 +37,9 @@ impl Handler for Router {
     fn call(
         &self,
         request: http::Request<Incoming>,
-        peer: SocketAddr,
+        _peer: SocketAddr,
     ) -> impl Future<Output = Response> + Send + use<> {
-        let mut request = request.map(Body::new);
-        // What axum's `ConnectInfo` extractor reads.
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let answered = self.clone().oneshot(request);
+        let answered = self.clone().oneshot(request.map(Body::new));
         async move {
             match answered.await {
                 Ok(response) => response,

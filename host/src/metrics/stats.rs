@@ -55,11 +55,6 @@ impl Stats {
         Arc::clone(services.entry(Arc::clone(service)).or_default())
     }
 
-    /// Records a request of `service` answered with `status` in `elapsed`.
-    pub fn record(&self, service: &Arc<str>, status: u16, elapsed: Duration) {
-        self.service(service).record(status, elapsed);
-    }
-
     /// Every service's figures now.
     pub fn snapshot(&self) -> BTreeMap<String, ServiceSnapshot> {
         let services: Vec<(Arc<str>, Arc<ServiceStats>)> = lock(&self.services)
@@ -129,12 +124,9 @@ mod tests {
     fn counts_rates_and_the_95th_percentile() {
         let stats = Stats::default();
         let service: Arc<str> = "s".into();
+        let window = stats.service(&service);
         for ms in 1..=100 {
-            stats.record(
-                &service,
-                if ms <= 10 { 500 } else { 200 },
-                Duration::from_millis(ms),
-            );
+            window.record(if ms <= 10 { 500 } else { 200 }, Duration::from_millis(ms));
         }
         let snapshot = &stats.snapshot()["s"];
         assert_eq!((snapshot.requests_total, snapshot.errors_total), (100, 10));
