@@ -263,7 +263,7 @@ impl ControlDb {
                     .into_iter()
                     .map(|(ticket, _)| (ticket, outcome.clone()))
                     .collect()
-            })
+            })?
             .map_err(anyhow::Error::msg)
     }
 

@@ -39,7 +39,9 @@ pub(super) type GroupCommit = crate::group_commit::GroupCommit<Op, Result<Done, 
 /// Commits `op` with whatever else is queued, durably, and returns its own
 /// result. Blocks: call it off the async threads.
 pub(super) fn submit(queue: &GroupCommit, db: &Database, op: Op) -> Result<Done, StoreError> {
-    queue.submit(op, |group| commit_group(db, group))
+    queue
+        .submit(op, |group| commit_group(db, group))
+        .unwrap_or_else(|abandoned| Err(StoreError::Storage(abandoned.into())))
 }
 
 /// Applies `group` in one transaction; every ticket gets a result.
