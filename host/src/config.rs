@@ -77,6 +77,22 @@ pub struct GatewaySection {
     pub max_header_bytes: usize,
     /// Bytes of a request's path and query. `max_uri_bytes = 8192`
     pub max_uri_bytes: usize,
+    /// Threads that serve the gateway's connections, each on a
+    /// single-threaded runtime of its own: a connection goes to the thread
+    /// serving the fewest and stays there, so its requests never move
+    /// between threads. One per core when unset; `threads = 0` serves them
+    /// on the host's shared, work-stealing runtime instead (which spreads
+    /// the streams of one HTTP/2 connection over every core). `threads = 2`
+    pub threads: Option<usize>,
+}
+
+impl GatewaySection {
+    /// Threads serving the gateway's connections; 0 is the shared runtime.
+    pub fn connection_threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for GatewaySection {
@@ -91,6 +107,7 @@ impl Default for GatewaySection {
             max_headers: 100,
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
+            threads: None,
         }
     }
 }
@@ -322,6 +339,9 @@ pub const POSTGRES_URL_ENV: &str = "BAZAAR_POSTGRES_URL";
 /// The environment variable that overrides `[backend] nats_url`.
 pub const NATS_URL_ENV: &str = "BAZAAR_NATS_URL";
 
+/// The most threads `[gateway] threads` may ask for.
+pub const MAX_GATEWAY_THREADS: usize = 256;
+
 impl BackendSection {
     /// The PostgreSQL URL: `BAZAAR_POSTGRES_URL`, else `postgres_url`.
     pub fn postgres_url(&self) -> Option<String> {
@@ -536,6 +556,14 @@ impl GatewayConfig {
                 "[gateway] header_read_timeout_ms, max_connections, max_headers and max_uri_bytes must be at least 1".into(),
             ));
         }
+        if gateway
+            .threads
+            .is_some_and(|threads| threads > MAX_GATEWAY_THREADS)
+        {
+            return Err(invalid(format!(
+                "[gateway] threads must be at most {MAX_GATEWAY_THREADS}"
+            )));
+        }
         if gateway.max_header_bytes < 8192 {
             return Err(invalid(
                 "[gateway] max_header_bytes must be at least 8192".into(),
@@ -690,5 +718,14 @@ mod tests {
     fn zero_keep_versions_is_rejected() {
         let err = parse("[runtime]\nkeep_versions = 0\n").expect_err("keep_versions = 0");
         assert!(err.to_string().contains("keep_versions"), "{err}");
+    }
+    #[test]
+    fn gateway_threads_default_to_one_per_core_and_are_bounded() {
+        let unset = parse("").expect("no [gateway] threads");
+        assert!(unset.gateway.connection_threads() >= 1);
+        let shared = parse("[gateway]\nthreads = 0\n").expect("threads = 0");
+        assert_eq!(shared.gateway.connection_threads(), 0);
+        let err = parse("[gateway]\nthreads = 100000\n").expect_err("threads = 100000");
+        assert!(err.to_string().contains("threads"), "{err}");
     }
 }

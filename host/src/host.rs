@@ -238,7 +238,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
             crate::gateway::Gateway::new(gateway_state),
             limits,
             signal.clone(),
-        ),
+            gateway_config.connection_threads(),
+        )
+        .context("cannot start the gateway's connection threads")?,
         listener::serve(
             admin_listener,
             admin::app(admin_state),
@@ -248,7 +250,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
                 ..limits
             },
             signal.clone(),
-        ),
+            0,
+        )
+        .context("cannot start the admin listener")?,
         tokio::spawn(delivery.run(signal.clone())),
         tokio::spawn(relay.run(signal.clone())),
         tokio::spawn(prune_rate_limits(Arc::clone(&registry), signal.clone())),

@@ -2,8 +2,8 @@
 //! `metrics-exporter-prometheus`, served at `GET /metrics` on the admin
 //! listener.
 //!
-//! Labels stay bounded: `service`, `topic`, `status` class, `reason`, `op`
-//! and `outcome` take few values. The version a service serves is one gauge,
+//! Labels stay bounded: `service`, `topic`, `status` class, `reason`, `op`,
+//! `outcome` and the gateway's `thread` take few values. The version a service serves is one gauge,
 //! `bazaar_service_version_info`, set to 1 for the current version and
 //! removed for the version it replaced, so hashes never pile up.
 //!
@@ -287,4 +287,10 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         gauge!("bazaar_open_connections").decrement(1.0);
     }
+}
+
+/// `bazaar_gateway_thread_connections{thread}`: the connections one of the
+/// gateway's threads serves (`[gateway] threads`), to see how they spread.
+pub fn gateway_thread_connections(thread: usize) -> metrics::Gauge {
+    gauge!("bazaar_gateway_thread_connections", "thread" => thread.to_string())
 }
