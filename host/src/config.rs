@@ -719,6 +719,7 @@ mod tests {
         let err = parse("[runtime]\nkeep_versions = 0\n").expect_err("keep_versions = 0");
         assert!(err.to_string().contains("keep_versions"), "{err}");
     }
+
     #[test]
     fn gateway_threads_default_to_one_per_core_and_are_bounded() {
         let unset = parse("").expect("no [gateway] threads");

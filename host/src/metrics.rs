@@ -3,9 +3,10 @@
 //! listener.
 //!
 //! Labels stay bounded: `service`, `topic`, `status` class, `reason`, `op`,
-//! `outcome` and the gateway's `thread` take few values. The version a service serves is one gauge,
-//! `bazaar_service_version_info`, set to 1 for the current version and
-//! removed for the version it replaced, so hashes never pile up.
+//! `outcome` and the gateway's `thread` take few values. The version a
+//! service serves is one gauge, `bazaar_service_version_info`, set to 1 for
+//! the current version and removed for the version it replaced, so hashes
+//! never pile up.
 //!
 //! Alongside, [`Stats`] keeps a small window of recent requests per service
 //! for the dashboard's live request rate, error rate and p95.
