@@ -10,9 +10,9 @@
 //!
 //! The gateway's connections are served by threads of their own, one
 //! single-threaded runtime each (`[gateway] threads`): measured on a 2-core
-//! machine with many connections, a warm request costs 7-18% less host CPU
-//! than on the shared work-stealing runtime, where an idle worker is woken
-//! to steal nearly every time a task is woken.
+//! machine with many connections, a warm request costs 6-22% (mostly ~10%)
+//! less host CPU than on the shared work-stealing runtime, where an idle
+//! worker is woken to steal nearly every time a task is woken.
 
 use axum::Router;
 use axum::body::Body;
