@@ -287,17 +287,12 @@ impl Deployer {
             reason,
         };
         // The spec the deploy will most likely run with, for the trial's
-        // limits; the lock below settles it.
-        let limits = request
+        // limits and the engine; the lock below settles it.
+        let likely = request
             .spec
-            .as_ref()
-            .map(|s| s.limits.clone())
-            .or_else(|| {
-                self.registry
-                    .get(&name)
-                    .map(|s| s.context.spec.limits.clone())
-            })
-            .or_else(|| self.seeds.get(&name).map(|s| s.spec.limits.clone()))
+            .clone()
+            .or_else(|| self.registry.get(&name).map(|s| s.context.spec.clone()))
+            .or_else(|| self.seeds.get(&name).map(|s| s.spec.clone()))
             .unwrap_or_default();
         let loaded = self
             .loader
@@ -305,7 +300,7 @@ impl Deployer {
                 bytes.clone(),
                 version.clone(),
                 request.source.clone(),
-                &limits,
+                &likely,
             )
             .await
             .map_err(load_error)?;
@@ -445,7 +440,7 @@ impl Deployer {
         }
         let kept = record.versions.iter().find(|v| v.version == target);
         let loaded = self
-            .load_kept(service, &target, kept, &slot.context.spec.limits)
+            .load_kept(service, &target, kept, &slot.context.spec)
             .await?;
         loaded
             .check_fits(&slot.context.spec)
@@ -581,15 +576,15 @@ impl Deployer {
     }
 
     /// Loads kept version `version` of `service` (`kept`, its record, when
-    /// there is one): from the code cache alone when its compiled code is
-    /// there, its artifact then checked in the background; else compiled
-    /// from its artifact.
+    /// there is one) to run as `spec`: from the code cache alone when its
+    /// compiled code is there, its artifact then checked in the
+    /// background; else compiled from its artifact.
     async fn load_kept(
         &self,
         service: &str,
         version: &str,
         kept: Option<&VersionRecord>,
-        limits: &crate::config::ServiceLimits,
+        spec: &ServiceSpec,
     ) -> Result<LoadedService, DeployError> {
         let source = kept.map_or_else(String::new, |v| v.source.clone());
         let load_error = |reason| DeployError::Load {
@@ -601,7 +596,7 @@ impl Deployer {
         if let Some(size) = size
             && let Some(loaded) = self
                 .loader
-                .load_cached(version.to_owned(), source.clone(), size, limits)
+                .load_cached(version.to_owned(), source.clone(), size, spec)
                 .await
         {
             self.check_artifact_later(service, version);
@@ -616,7 +611,7 @@ impl Deployer {
                 message: format!("{e:#}"),
             })?;
         self.loader
-            .load(bytes.into(), version.to_owned(), source, limits)
+            .load(bytes.into(), version.to_owned(), source, spec)
             .await
             .map_err(load_error)
     }

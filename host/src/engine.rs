@@ -1,4 +1,6 @@
-//! The one `Engine` and `Linker` a host builds at start-up.
+//! The engines and linkers a host builds at start-up: one for services
+//! served by a fresh instance per request, one for services that keep warm
+//! instances (see [`Instancing`]).
 //!
 //! Everything per-request work can avoid is done here once: the pooling
 //! allocator reserves instance slots up front, epoch interruption lets the
@@ -6,7 +8,7 @@
 //! cached on disk by content hash ([`crate::codecache`]) so a restart or a
 //! redeploy of a known component skips Cranelift.
 
-use crate::config::RuntimeSection;
+use crate::config::{RuntimeSection, ServiceSpec};
 use crate::state::RequestState;
 use anyhow::Context as _;
 use std::time::Duration;
@@ -50,9 +52,41 @@ impl PoolLimits {
     }
 }
 
-/// Builds the engine: pooling allocator sized by `runtime` and epoch
-/// interruption (compiled code is cached by [`crate::codecache`]).
-pub fn build_engine(runtime: &RuntimeSection) -> anyhow::Result<Engine> {
+/// How a service's instances live, which decides the engine its code is
+/// compiled for. The two differ in how an instance's linear memory gets the
+/// component's initial contents; either engine serves any service
+/// correctly, so a service whose `instance_reuse` changes keeps working
+/// until it is loaded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instancing {
+    /// A fresh instance per request: memory starts as a copy-on-write
+    /// mapping of the component's image, so a new instance costs only the
+    /// pages it writes.
+    Fresh,
+    /// Warm instances (`instance_reuse` above 1): memory starts as a
+    /// private copy of the image, made once per instance. Copy-on-write
+    /// would instead fault on each image page the instance first writes,
+    /// again after every turnover of its pool slot; a page the guest read
+    /// before writing it is mapped already, so the fault must also flush it
+    /// from every core's TLB, an interrupt to each. A Python service
+    /// spent a fifth of its CPU time there.
+    Warm,
+}
+
+impl Instancing {
+    /// How `spec`'s instances live.
+    pub fn of(spec: &ServiceSpec) -> Self {
+        match spec.instance_reuse {
+            Some(uses) if uses > 1 => Self::Warm,
+            _ => Self::Fresh,
+        }
+    }
+}
+
+/// Builds the engine for `instancing`: pooling allocator sized by
+/// `runtime` and epoch interruption (compiled code is cached by
+/// [`crate::codecache`]).
+pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow::Result<Engine> {
     let limits = PoolLimits::of(runtime);
     let mut pool = PoolingAllocationConfig::new();
     let instances = runtime.max_instances;
@@ -88,6 +122,7 @@ pub fn build_engine(runtime: &RuntimeSection) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
+        .memory_init_cow(instancing == Instancing::Fresh)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
         .map_err(anyhow::Error::from)
@@ -118,4 +153,32 @@ pub fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
         })
         .context("cannot start the epoch thread")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_warm_engine_copies_memory_images_in() {
+        let runtime = RuntimeSection {
+            max_instances: 2,
+            ..RuntimeSection::default()
+        };
+        let fresh = build_engine(&runtime, Instancing::Fresh).expect("fresh engine");
+        let warm = build_engine(&runtime, Instancing::Warm).expect("warm engine");
+        assert!(fresh.get_memory_init_cow());
+        assert!(!warm.get_memory_init_cow());
+    }
+
+    #[test]
+    fn only_a_reuse_above_one_is_warm() {
+        let spec = |instance_reuse| ServiceSpec {
+            instance_reuse,
+            ..ServiceSpec::default()
+        };
+        assert_eq!(Instancing::of(&spec(None)), Instancing::Fresh);
+        assert_eq!(Instancing::of(&spec(Some(1))), Instancing::Fresh);
+        assert_eq!(Instancing::of(&spec(Some(2))), Instancing::Warm);
+    }
 }

@@ -5,12 +5,11 @@
 use crate::admin::{self, AdminState};
 use crate::artifacts::ArtifactStore;
 use crate::auth::{ApiKeys, TokenAuthority};
-use crate::codecache::{self, CodeCache};
 use crate::config::BackendKind;
 use crate::config::GatewayConfig;
 use crate::control::{Control, ControlDb};
 use crate::deploy::{Deployer, DeployerParts, Seed};
-use crate::engine;
+use crate::engine::Instancing;
 use crate::events::EventLog;
 use crate::events::delivery::{Delivery, RetryPolicy};
 use crate::events::embedded::EmbeddedLog;
@@ -21,7 +20,7 @@ use crate::fleet::follow::Follower;
 use crate::gateway::GatewayState;
 use crate::kvstore::StoreBackend;
 use crate::listener::{self, ConnectionLimits};
-use crate::loader::ComponentLoader;
+use crate::loader::{Compiler, ComponentLoader};
 use crate::registry::{Limits, ServiceEnv, ServiceRegistry};
 use crate::runtime::{Runtime, Sandbox, TrialRun};
 use crate::watch::Watcher;
@@ -106,14 +105,11 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
             "the admin API listens beyond loopback without TLS: its bearer token travels in clear text; keep it on 127.0.0.1 or put TLS in front"
         );
     }
-    let engine = engine::build_engine(&config.runtime)?;
-    let code_cache = CodeCache::new(&engine, &config.cache_dir(), codecache::DEFAULT_LIMIT)?;
-    engine::start_epoch_ticker(&engine)?;
-    let linker = engine::build_linker(&engine)?;
+    let fresh = Compiler::build(&config.runtime, Instancing::Fresh, &config.cache_dir())?;
 
     let registry = Arc::new(ServiceRegistry::default());
     let runtime_config = &config.runtime;
-    let sandbox = Sandbox::new(engine.clone(), runtime_config);
+    let sandbox = Sandbox::new(runtime_config);
     let runtime = Runtime::new(
         sandbox.clone(),
         Arc::clone(&registry),
@@ -175,7 +171,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         ),
     };
     let deployer = Arc::new(Deployer::new(DeployerParts {
-        loader: ComponentLoader::new(engine, linker, trial, code_cache),
+        loader: ComponentLoader::new(fresh, &config.runtime, &config.cache_dir(), trial),
         control,
         artifacts: Arc::new(artifacts),
         registry: Arc::clone(&registry),

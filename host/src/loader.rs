@@ -9,14 +9,15 @@
 
 use crate::capability::EventHandlerPre;
 use crate::codecache::CodeCache;
-use crate::config::{ServiceLimits, ServiceSpec};
-use crate::engine::PoolLimits;
+use crate::config::{RuntimeSection, ServiceLimits, ServiceSpec};
+use crate::engine::{self, Instancing, PoolLimits};
 use crate::runtime::{TrialFailure, TrialRun};
 use crate::state::RequestState;
 use bytes::Bytes;
 use http::HeaderValue;
 use sha2::{Digest as _, Sha256};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -136,56 +137,129 @@ impl From<TrialFailure> for LoadError {
     }
 }
 
-/// Checks and compiles components against one engine and linker; cheap to clone.
+/// The engine a kind of service is compiled for, the linker its imports
+/// are checked against and the code cache its compiled code is kept in;
+/// cheap to clone.
 #[derive(Clone)]
-pub struct ComponentLoader {
+pub struct Compiler {
     engine: Engine,
     linker: Arc<Linker<RequestState>>,
-    /// Instantiates each new component once before it may serve.
-    trial: Arc<TrialRun>,
-    /// Compiled components by content hash.
     code: CodeCache,
 }
 
-impl ComponentLoader {
-    /// A loader for `engine`, checking imports against `linker` and
-    /// instantiating each component once with `trial`, keeping compiled
-    /// code in `code`.
-    pub fn new(
-        engine: Engine,
-        linker: Linker<RequestState>,
-        trial: TrialRun,
-        code: CodeCache,
-    ) -> Self {
-        Self {
+impl Compiler {
+    /// The compiler for services instantiated as `instancing` says, under
+    /// `runtime`'s pool, caching compiled code in `cache_dir`; its engine's
+    /// epoch ticks from now on.
+    pub fn build(
+        runtime: &RuntimeSection,
+        instancing: Instancing,
+        cache_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let engine = engine::build_engine(runtime, instancing)?;
+        engine::start_epoch_ticker(&engine)?;
+        let code = CodeCache::new(&engine, cache_dir, crate::codecache::DEFAULT_LIMIT)?;
+        let linker = engine::build_linker(&engine)?;
+        Ok(Self {
             engine,
             linker: Arc::new(linker),
-            trial: Arc::new(trial),
             code,
+        })
+    }
+}
+
+/// Checks and compiles components, each for the engine of its kind of
+/// service ([`Instancing`]); cheap to clone.
+#[derive(Clone)]
+pub struct ComponentLoader {
+    fresh: Compiler,
+    /// Built the first time a service keeps warm instances: a second pool
+    /// of instance slots (address space, and a little memory) that a host
+    /// without such services never reserves.
+    warm: Arc<OnceLock<Compiler>>,
+    /// What the warm one is built from.
+    warm_settings: Arc<(RuntimeSection, PathBuf)>,
+    /// Instantiates each new component once before it may serve.
+    trial: Arc<TrialRun>,
+}
+
+impl ComponentLoader {
+    /// A loader compiling with `fresh` for services served by a fresh
+    /// instance per request, and with a compiler for warm instances built
+    /// from `runtime` and `cache_dir` when one is first needed;
+    /// instantiating each component once with `trial`.
+    pub fn new(
+        fresh: Compiler,
+        runtime: &RuntimeSection,
+        cache_dir: &Path,
+        trial: TrialRun,
+    ) -> Self {
+        Self {
+            fresh,
+            warm: Arc::default(),
+            warm_settings: Arc::new((runtime.clone(), cache_dir.to_owned())),
+            trial: Arc::new(trial),
         }
     }
 
+    /// The compiler for `spec`'s kind of service. The warm one is built
+    /// off the async threads the first time; if it cannot be built, the
+    /// fresh one serves instead (warm instances work with it, they only
+    /// fault their memory in page by page), and the log says why.
+    async fn compiler(&self, spec: &ServiceSpec) -> Compiler {
+        if Instancing::of(spec) == Instancing::Fresh {
+            return self.fresh.clone();
+        }
+        if let Some(warm) = self.warm.get() {
+            return warm.clone();
+        }
+        let (warm, settings, fresh) = (
+            Arc::clone(&self.warm),
+            Arc::clone(&self.warm_settings),
+            self.fresh.clone(),
+        );
+        let built = tokio::task::spawn_blocking(move || {
+            warm.get_or_init(|| {
+                let (runtime, cache_dir) = &*settings;
+                Compiler::build(runtime, Instancing::Warm, cache_dir).unwrap_or_else(|e| {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "cannot build the engine for warm instances; services with `instance_reuse` compile for the fresh-instance engine"
+                    );
+                    fresh
+                })
+            })
+            .clone()
+        })
+        .await;
+        built.unwrap_or_else(|_| self.fresh.clone())
+    }
+
     /// Checks and compiles `bytes`, whose [`content_hash`] is `version`,
-    /// off the async threads, and instantiates it once under `limits` (the
-    /// service's own `[limits]`; unset ones are the host's).
+    /// off the async threads, for the kind of service `spec` describes,
+    /// and instantiates it once under `spec`'s limits (unset ones are the
+    /// host's).
     pub async fn load(
         &self,
         bytes: Pieces,
         version: String,
         source: String,
-        limits: &ServiceLimits,
+        spec: &ServiceSpec,
     ) -> Result<LoadedService, LoadError> {
-        let engine = self.engine.clone();
-        let linker = Arc::clone(&self.linker);
+        let Compiler {
+            engine,
+            linker,
+            code,
+        } = self.compiler(spec).await;
         let pool = self.trial.pool();
         let size = bytes.len();
-        let (code, hash) = (self.code.clone(), version.clone());
+        let hash = version.clone();
         let (component, instance_pre) = tokio::task::spawn_blocking(move || {
             compile(&engine, &linker, &code, &hash, &bytes, pool)
         })
         .await
         .map_err(|join| LoadError::Invalid(format!("the compiler task failed: {join}")))??;
-        self.try_and_prepare(component, instance_pre, version, source, size, limits)
+        self.try_and_prepare(component, instance_pre, version, source, size, &spec.limits)
             .await
     }
 
@@ -198,10 +272,14 @@ impl ComponentLoader {
         version: String,
         source: String,
         size: usize,
-        limits: &ServiceLimits,
+        spec: &ServiceSpec,
     ) -> Option<Result<LoadedService, LoadError>> {
-        let (engine, linker) = (self.engine.clone(), Arc::clone(&self.linker));
-        let (code, hash) = (self.code.clone(), version.clone());
+        let Compiler {
+            engine,
+            linker,
+            code,
+        } = self.compiler(spec).await;
+        let hash = version.clone();
         let found = tokio::task::spawn_blocking(move || {
             let component = code.load(&engine, &hash)?;
             Some(resolve_imports(&linker, component))
@@ -218,7 +296,7 @@ impl ComponentLoader {
             }
         };
         Some(
-            self.try_and_prepare(component, instance_pre, version, source, size, limits)
+            self.try_and_prepare(component, instance_pre, version, source, size, &spec.limits)
                 .await,
         )
     }
@@ -238,14 +316,7 @@ impl ComponentLoader {
         self.trial
             .instantiate(&instance_pre, &version, limits)
             .await?;
-        prepare(
-            &self.engine,
-            &component,
-            instance_pre,
-            version,
-            source,
-            size,
-        )
+        prepare(&component, instance_pre, version, source, size)
     }
 }
 
@@ -442,7 +513,6 @@ fn compile_error(error: wasmtime::Error, pool: PoolLimits) -> LoadError {
 
 /// The handlers it exports, pre-instantiated.
 fn prepare(
-    engine: &Engine,
     component: &Component,
     instance_pre: InstancePre<RequestState>,
     version: Arc<str>,
@@ -452,7 +522,7 @@ fn prepare(
     let exports = |prefix: &str| {
         component
             .component_type()
-            .exports(engine)
+            .exports(component.engine())
             .any(|(name, _)| name.starts_with(prefix))
     };
     let http = if exports(HTTP_EXPORT) {

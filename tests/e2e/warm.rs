@@ -148,3 +148,49 @@ async fn a_deploy_retires_the_old_versions_warm_instances() {
     );
     host.stop().await;
 }
+
+/// The same component serving a service that keeps warm instances and one
+/// that does not is compiled twice, once for each engine: the warm one
+/// copies a component's memory image into each instance instead of mapping
+/// it copy-on-write (see `Instancing`). Both serve, from their own code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_and_fresh_services_compile_for_engines_of_their_own() {
+    let cache = crate::support::temp_dir();
+    let services = r#"
+[services.alpha]
+component = "testbed.wasm"
+routes = ["/alpha/{*rest}"]
+instance_reuse = 3
+
+[services.beta]
+component = "testbed.wasm"
+routes = ["/beta/{*rest}"]
+"#;
+    let own_cache = |text: String| {
+        text.lines()
+            .map(|line| match line.starts_with("cache_dir = ") {
+                true => format!("cache_dir = \"{}\"", cache.display()),
+                false => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let host = TestHost::start_edited(crate::support::temp_dir(), services, "", own_cache).await;
+    assert_eq!(futures_sequence(&host, "alpha", 4).await, [1, 2, 3, 1]);
+    assert_eq!(futures_sequence(&host, "beta", 2).await, [1, 1]);
+
+    let version = crate::support::hash(&wasm_bytes("testbed"));
+    let mut compiled: Vec<String> = std::fs::read_dir(&cache)
+        .expect("the cache directory")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&version))
+        .collect();
+    compiled.sort();
+    assert_eq!(
+        compiled.len(),
+        2,
+        "one compiled file per engine, named by the engine's fingerprint: {compiled:?}"
+    );
+    host.stop().await;
+}

@@ -57,7 +57,7 @@ impl Deployer {
                 continue;
             }
             let kept = record.current_record();
-            let loaded = match self.load_kept(name, &current, kept, &spec.limits).await {
+            let loaded = match self.load_kept(name, &current, kept, &spec).await {
                 Ok(loaded) => loaded,
                 Err(e) => {
                     self.note_failure(name, &current, || e.to_string());

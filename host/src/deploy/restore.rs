@@ -218,7 +218,7 @@ impl Deployer {
     ) -> Option<tokio::task::JoinHandle<Result<LoadedService, String>>> {
         let loader = self.loader.clone();
         let name = plan.name.clone();
-        let limits = plan.spec.limits.clone();
+        let spec = plan.spec.clone();
         match &plan.source {
             Source::File { bytes, hash } => {
                 let (bytes, hash) = (bytes.clone(), hash.clone());
@@ -228,7 +228,7 @@ impl Deployer {
                     .map_or_else(String::new, |s| s.path.display().to_string());
                 Some(tokio::spawn(async move {
                     loader
-                        .load(bytes.into(), hash, source.clone(), &limits)
+                        .load(bytes.into(), hash, source.clone(), &spec)
                         .await
                         .map_err(|e| format!("cannot deploy {source} to service `{name}`: {e}"))
                 }))
@@ -242,12 +242,7 @@ impl Deployer {
                         .await
                         .map_err(|e| format!("service `{name}`: {e:#}"))?;
                     loader
-                        .load(
-                            bytes.into(),
-                            current.version.clone(),
-                            current.source,
-                            &limits,
-                        )
+                        .load(bytes.into(), current.version.clone(), current.source, &spec)
                         .await
                         .map_err(|e| {
                             format!(

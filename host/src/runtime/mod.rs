@@ -184,7 +184,7 @@ impl Runtime {
             None => {
                 let (store, meter) =
                     self.sandbox
-                        .store(service, &version.version, &ctx, &self.calls);
+                        .store(pre.engine(), service, &version.version, &ctx, &self.calls);
                 (store, meter, None, 0)
             }
         };
@@ -323,9 +323,9 @@ impl Runtime {
     ) -> Result<Result<(), String>, RuntimeError> {
         let pre = version.events.clone().ok_or(RuntimeError::NoEventHandler)?;
         let _permit = admit(service, ctx.deadline).await?;
-        let (mut store, meter) = self
-            .sandbox
-            .store(service, &version.version, &ctx, &self.calls);
+        let (mut store, meter) =
+            self.sandbox
+                .store(pre.engine(), service, &version.version, &ctx, &self.calls);
         let spent = Arc::clone(&meter);
         let run = async {
             let started = Instant::now();

@@ -16,12 +16,11 @@ use wasmtime::{Engine, Store, UpdateDeadline};
 #[error("CPU time limit exceeded")]
 pub(super) struct CpuLimitExceeded;
 
-/// What every store of a host is built from: the engine, the pool's
-/// limits, the host-wide memory budget and the cap on host-side resources.
-/// Cheap to clone.
+/// What every store of a host is built from: the pool's limits, the
+/// host-wide memory budget and the cap on host-side resources. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Sandbox {
-    engine: Engine,
     pool: PoolLimits,
     memory: Arc<HostMemory>,
     /// Entries one request's resource table may hold (headers, streams,
@@ -30,9 +29,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Stores on `engine`, sized by `runtime` (the section the engine's
-    /// pool was built from).
-    pub fn new(engine: Engine, runtime: &RuntimeSection) -> Self {
+    /// Stores sized by `runtime` (the section the engines' pools were
+    /// built from).
+    pub fn new(runtime: &RuntimeSection) -> Self {
         let budget = host_memory_budget(runtime);
         // What the pool would let instances touch without the budget.
         let pool_mib = (runtime.max_instances as usize).saturating_mul(runtime.max_memory_mib);
@@ -42,7 +41,6 @@ impl Sandbox {
             "linear memory of all instances together is capped; growth past it fails in the guest"
         );
         Self {
-            engine,
             pool: PoolLimits::of(runtime),
             memory: HostMemory::new(budget),
             max_resources: runtime.max_resources,
@@ -54,11 +52,13 @@ impl Sandbox {
         self.pool
     }
 
-    /// A fresh store for one request to `service` at `version`, under the
-    /// service's limits, and the meter its CPU time is charged to. Run the
-    /// guest inside [`super::meter::Metered`] with that meter.
+    /// A fresh store on `engine` (the one the version was compiled for)
+    /// for one request to `service` at `version`, under the service's
+    /// limits, and the meter its CPU time is charged to. Run the guest
+    /// inside [`super::meter::Metered`] with that meter.
     pub(crate) fn store(
         &self,
+        engine: &Engine,
         service: &Arc<ServiceContext>,
         version: &Arc<str>,
         ctx: &RequestContext,
@@ -77,7 +77,7 @@ impl Sandbox {
             Arc::clone(calls),
             self.max_resources,
         );
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         let meter = Self::arm(&mut store, service);
         (store, meter)

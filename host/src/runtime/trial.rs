@@ -96,7 +96,9 @@ impl TrialRun {
                 format!("trial-{}", crate::loader::short(version)),
                 tokio::time::Instant::now() + limits.timeout,
             );
-            let (mut store, meter) = self.sandbox.store(&service, version, &ctx, &self.calls);
+            let (mut store, meter) =
+                self.sandbox
+                    .store(pre.engine(), &service, version, &ctx, &self.calls);
             let run = Metered::new(pre.instantiate_async(&mut store), meter);
             let error = match tokio::time::timeout_at(ctx.deadline, run).await {
                 Ok(Ok(_instance)) => return Ok(()),
