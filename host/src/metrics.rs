@@ -149,6 +149,12 @@ impl ServiceMetrics {
             .record(spent.as_secs_f64());
     }
 
+    /// An instance of the service made in `took`.
+    pub fn instantiated(&self, took: Duration) {
+        self.histogram(&self.instantiation, "bazaar_instantiation_seconds")
+            .record(took.as_secs_f64());
+    }
+
     fn histogram<'a>(&self, cell: &'a OnceLock<Histogram>, name: &'static str) -> &'a Histogram {
         cell.get_or_init(|| {
             // A handle taken before the recorder is installed goes nowhere.
@@ -198,9 +204,7 @@ impl InFlight {
         let gauge = metrics.in_flight();
         gauge.increment(1.0);
         if let Some(took) = instantiation {
-            metrics
-                .histogram(&metrics.instantiation, "bazaar_instantiation_seconds")
-                .record(took.as_secs_f64());
+            metrics.instantiated(took);
         }
         Self(gauge.clone())
     }

@@ -71,6 +71,36 @@ async fn futures_sequence(host: &TestHost, service: &str, n: usize) -> Vec<u64> 
     seen
 }
 
+/// An instance that served its share is dropped, and the one taking its
+/// place made, off the request's path: the next request finds it idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_served_its_share_is_replaced_before_the_next_request() {
+    let host = start(2).await;
+    let slot = host
+        .running
+        .registry
+        .get("alpha")
+        .expect("the service exists");
+    let pool = slot
+        .context
+        .warm
+        .as_ref()
+        .expect("alpha keeps warm instances");
+    assert_eq!(futures_sequence(&host, "alpha", 2).await, [1, 2]);
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "an instance made ahead",
+        || async { (pool.idle() == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        futures_sequence(&host, "alpha", 3).await,
+        [1, 2, 1],
+        "the instance made ahead starts fresh and serves its share"
+    );
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_trapped_or_timed_out_is_never_reused() {
     let host = start(1000).await;

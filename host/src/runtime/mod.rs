@@ -44,6 +44,7 @@ use crate::capability::GuestEvent;
 use crate::context::RequestContext;
 use crate::loader::{LoadedService, short};
 use crate::registry::{ServiceContext, ServiceRegistry};
+use crate::state::RequestState;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use guard::{AbortOnDrop, GuardedBody};
@@ -59,6 +60,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -135,6 +137,66 @@ pub struct Runtime {
     sandbox: Sandbox,
     /// Service calls the guests make, run by this runtime.
     calls: Arc<ServiceCalls>,
+    /// Replaces warm instances that served their share.
+    refill: Refill,
+}
+
+/// Drops warm instances that served their share and makes the ones taking
+/// their place, on the shared runtime rather than on the thread serving
+/// the request: making an instance of a large component (tens of
+/// milliseconds for a Python one, whose memory image is copied in) would
+/// otherwise hold up every connection of that thread.
+#[derive(Clone)]
+struct Refill {
+    sandbox: Sandbox,
+    calls: Arc<ServiceCalls>,
+    shared: tokio::runtime::Handle,
+}
+
+impl Refill {
+    /// Drops `used_up`, an instance of `pre` that served its share, and
+    /// makes the instance taking its place, unless the service has moved on
+    /// to another version or holds enough idle ones by then. One that
+    /// fails to be made is left out; the next request makes its own.
+    fn replace(
+        &self,
+        used_up: warm::WarmInstance,
+        service: Arc<ServiceContext>,
+        pre: ProxyPre<RequestState>,
+    ) {
+        let this = self.clone();
+        self.shared.spawn(async move {
+            let version = Arc::clone(&used_up.version);
+            // Frees its pool slot first, for the new instance to take.
+            drop(used_up);
+            let Some(pool) = service.warm.as_ref().filter(|pool| pool.wants(&version)) else {
+                return;
+            };
+            let ctx = RequestContext::internal(
+                format!("warm-{}", short(&version)),
+                Instant::now() + service.limits.timeout,
+            );
+            let (mut store, meter) =
+                this.sandbox
+                    .store(pre.engine(), &service, &version, &ctx, &this.calls);
+            let started = Instant::now();
+            let made = Metered::new(pre.instantiate_async(&mut store), Arc::clone(&meter));
+            match tokio::time::timeout_at(ctx.deadline, made).await {
+                Ok(Ok(proxy)) => {
+                    service.metrics.instantiated(started.elapsed());
+                    pool.keep(warm::WarmInstance {
+                        version,
+                        store,
+                        proxy,
+                        meter,
+                        uses: 0,
+                    });
+                }
+                Ok(Err(e)) => tracing::debug!(service = %service.name, version = short(&version), error = format!("{e:#}"), "a warm instance could not be made ahead"),
+                Err(_) => tracing::debug!(service = %service.name, version = short(&version), "making a warm instance ahead timed out"),
+            }
+        });
+    }
 }
 
 impl Runtime {
@@ -145,9 +207,20 @@ impl Runtime {
         registry: Arc<ServiceRegistry>,
         max_call_depth: usize,
     ) -> Arc<Self> {
-        Arc::new_cyclic(|runtime| Self {
-            sandbox,
-            calls: Arc::new(ServiceCalls::new(registry, runtime.clone(), max_call_depth)),
+        let calls = |runtime: &std::sync::Weak<Self>| {
+            Arc::new(ServiceCalls::new(registry, runtime.clone(), max_call_depth))
+        };
+        Arc::new_cyclic(|runtime| {
+            let calls = calls(runtime);
+            Self {
+                refill: Refill {
+                    sandbox: sandbox.clone(),
+                    calls: Arc::clone(&calls),
+                    shared: tokio::runtime::Handle::current(),
+                },
+                sandbox,
+                calls,
+            }
         })
     }
 
@@ -208,6 +281,7 @@ impl Runtime {
         let version_id = Arc::clone(&version.version);
         let service = Arc::clone(service);
         let deadline = ctx.deadline;
+        let refill = self.refill.clone();
         // The guest's whole run, from instantiation to its return; the
         // deadline and the concurrency permit are inside, so they bound
         // the body it streams too.
@@ -252,14 +326,15 @@ impl Runtime {
                     if let Some(store) = store.returned()
                         && let Some(pool) = &service.warm
                         && store.data().limiter.refusal().is_none()
-                    {
-                        pool.give_back(warm::WarmInstance {
+                        && let Some(used_up) = pool.give_back(warm::WarmInstance {
                             version: version_id,
                             store,
                             proxy: instance,
                             meter: spent,
                             uses,
-                        });
+                        })
+                    {
+                        refill.replace(used_up, Arc::clone(&service), pre);
                     }
                     Ok(())
                 }

@@ -6,7 +6,10 @@
 //! for the request and put back when the request (body included) ended
 //! well. One that trapped, timed out, went over a limit or lost its client
 //! is dropped, never reused. A deploy or rollback retires the instances of
-//! every other version.
+//! every other version. One that has served its share is dropped, and the
+//! instance taking its place made, off the request's path (see
+//! `Refill`): a request does not wait for the one before it to be cleaned
+//! up, nor for its own instance to be made.
 
 use crate::state::RequestState;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -43,6 +46,12 @@ struct Idle {
     instances: Vec<WarmInstance>,
 }
 
+impl Idle {
+    fn wants(&self, version: &str, max_idle: usize) -> bool {
+        self.current.as_deref().is_none_or(|c| c == version) && self.instances.len() < max_idle
+    }
+}
+
 impl WarmPool {
     /// A pool of instances serving up to `max_uses` requests each, keeping
     /// at most `max_idle` of them idle.
@@ -69,20 +78,31 @@ impl WarmPool {
         Some(idle.instances.swap_remove(at))
     }
 
-    /// Keeps `instance` for another request, unless it has served its
-    /// share, its version retired, or enough instances are idle.
-    pub(super) fn give_back(&self, mut instance: WarmInstance) {
+    /// Keeps `instance`, which has just served a request, for another,
+    /// unless its version retired or enough instances are idle. One that
+    /// has served its share is handed back instead, to be replaced.
+    pub(super) fn give_back(&self, mut instance: WarmInstance) -> Option<WarmInstance> {
         instance.uses += 1;
         if instance.uses >= self.max_uses {
-            return;
+            return Some(instance);
         }
+        self.keep(instance);
+        None
+    }
+
+    /// Keeps `instance` idle, unless its version retired or enough
+    /// instances are idle (it is dropped then).
+    pub(super) fn keep(&self, instance: WarmInstance) {
         let mut idle = self.lock();
-        let current = idle.current.as_deref();
-        if current.is_some_and(|c| c != &*instance.version) || idle.instances.len() >= self.max_idle
-        {
+        if !idle.wants(&instance.version, self.max_idle) {
             return;
         }
         idle.instances.push(instance);
+    }
+
+    /// Whether a new instance of `version` would be kept.
+    pub(super) fn wants(&self, version: &str) -> bool {
+        self.lock().wants(version, self.max_idle)
     }
 
     /// Drops the idle instances of every version but `version`, and keeps
