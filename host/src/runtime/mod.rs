@@ -141,11 +141,11 @@ pub struct Runtime {
     refill: Refill,
 }
 
-/// Drops warm instances that served their share and makes the ones taking
-/// their place, on the shared runtime rather than on the thread serving
-/// the request: making an instance of a large component (tens of
-/// milliseconds for a Python one, whose memory image is copied in) would
-/// otherwise hold up every connection of that thread.
+/// Drops warm instances of large components that served their share and
+/// makes the ones taking their place, on the shared runtime rather than on
+/// the thread serving the request: making such an instance (5-25 ms for a
+/// Python one, whose memory image is copied in) would otherwise hold up
+/// every connection of that thread.
 #[derive(Clone)]
 struct Refill {
     sandbox: Sandbox,
@@ -154,16 +154,28 @@ struct Refill {
 }
 
 impl Refill {
-    /// Drops `used_up`, an instance of `pre` that served its share, and
-    /// makes the instance taking its place, unless the service has moved on
-    /// to another version or holds enough idle ones by then. One that
-    /// fails to be made is left out; the next request makes its own.
+    /// Instances made faster than this are left to the next request to
+    /// make, as before: waking a thread of the shared runtime, which then
+    /// takes a core from a busy gateway thread, costs that thread's
+    /// connections more than the instance itself (the p99 of warm hello at
+    /// 16 connections went from 0.5-1.6 to 1.3-2.4 ms with every
+    /// replacement handed over).
+    const HAND_OVER_FROM: Duration = Duration::from_millis(1);
+
+    /// Drops `used_up`, an instance of `pre` that served its share, and,
+    /// when making one took long, makes the instance taking its place,
+    /// unless the service has moved on to another version or holds enough
+    /// idle ones by then. One that fails to be made is left out; the next
+    /// request makes its own.
     fn replace(
         &self,
         used_up: warm::WarmInstance,
         service: Arc<ServiceContext>,
         pre: ProxyPre<RequestState>,
     ) {
+        if used_up.made_in < Self::HAND_OVER_FROM {
+            return;
+        }
         let this = self.clone();
         self.shared.spawn(async move {
             let version = Arc::clone(&used_up.version);
@@ -183,13 +195,15 @@ impl Refill {
             let made = Metered::new(pre.instantiate_async(&mut store), Arc::clone(&meter));
             match tokio::time::timeout_at(ctx.deadline, made).await {
                 Ok(Ok(proxy)) => {
-                    service.metrics.instantiated(started.elapsed());
+                    let made_in = started.elapsed();
+                    service.metrics.instantiated(made_in);
                     pool.keep(warm::WarmInstance {
                         version,
                         store,
                         proxy,
                         meter,
                         uses: 0,
+                        made_in,
                     });
                 }
                 Ok(Err(e)) => tracing::debug!(service = %service.name, version = short(&version), error = format!("{e:#}"), "a warm instance could not be made ahead"),
@@ -243,7 +257,7 @@ impl Runtime {
             .warm
             .as_ref()
             .and_then(|pool| pool.take(&version.version));
-        let (mut store, meter, mut proxy, uses) = match warm {
+        let (mut store, meter, mut proxy, uses, mut made_in) = match warm {
             Some(mut instance) => {
                 instance.store.data_mut().begin_request(ctx.clone());
                 Sandbox::rearm(&mut instance.store, &instance.meter);
@@ -252,13 +266,14 @@ impl Runtime {
                     instance.meter,
                     Some(instance.proxy),
                     instance.uses,
+                    instance.made_in,
                 )
             }
             None => {
                 let (store, meter) =
                     self.sandbox
                         .store(pre.engine(), service, &version.version, &ctx, &self.calls);
-                (store, meter, None, 0)
+                (store, meter, None, 0, Duration::ZERO)
             }
         };
         let head_sent = Arc::new(AtomicBool::new(false));
@@ -300,9 +315,10 @@ impl Runtime {
                     None => {
                         let started = Instant::now();
                         let instance = pre.instantiate_async(&mut *store).await?;
+                        made_in = started.elapsed();
                         in_flight = Some(crate::metrics::InFlight::start(
                             &service.metrics,
-                            Some(started.elapsed()),
+                            Some(made_in),
                         ));
                         instance
                     }
@@ -332,6 +348,7 @@ impl Runtime {
                             proxy: instance,
                             meter: spent,
                             uses,
+                            made_in,
                         })
                     {
                         refill.replace(used_up, Arc::clone(&service), pre);

@@ -6,10 +6,10 @@
 //! for the request and put back when the request (body included) ended
 //! well. One that trapped, timed out, went over a limit or lost its client
 //! is dropped, never reused. A deploy or rollback retires the instances of
-//! every other version. One that has served its share is dropped, and the
-//! instance taking its place made, off the request's path (see
-//! `Refill`): a request does not wait for the one before it to be cleaned
-//! up, nor for its own instance to be made.
+//! every other version. One of a component slow to instantiate that has
+//! served its share is dropped, and the instance taking its place made,
+//! off the request's path (see `Refill`): a request does not wait for the
+//! one before it to be cleaned up, nor for its own instance to be made.
 
 use crate::state::RequestState;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -28,6 +28,8 @@ pub(super) struct WarmInstance {
     pub meter: std::sync::Arc<super::meter::CpuMeter>,
     /// Requests it has served.
     pub uses: u32,
+    /// How long making it took.
+    pub made_in: std::time::Duration,
 }
 
 /// The idle warm instances of one service.
