@@ -215,7 +215,9 @@ impl Default for DataSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSection {
-    /// Instances alive at once across all services (the pool's size). `max_instances = 512`
+    /// Instances alive at once across the services served fresh, and as
+    /// many across those keeping warm instances (each kind has a pool this
+    /// size). `max_instances = 512`
     pub max_instances: u32,
     /// Largest linear memory one instance may grow to, in MiB. `max_memory_mib = 256`
     pub max_memory_mib: usize,
