@@ -1,9 +1,12 @@
 """The `reviews` service: product reviews, written only by customers who
 bought the product. It learns who bought what from `order-placed` events.
 
-- `POST /api/reviews` `{"user_id", "product_id", "rating": 1-5, "text"}`:
-  201 with the review; 403 unless the user bought the product; 409 when
-  the user has already reviewed it; 400 on bad input.
+- `POST /api/reviews` `{"product_id", "rating": 1-5, "text"}`, with a
+  user's token: 201 with the review, written by the verified user (the
+  gateway's `x-bazaar-user`; a `user_id` in the body must be theirs); 401
+  without a token; 403 unless the user bought the product, or for a
+  `user_id` not theirs; 409 when the user has already reviewed it; 400 on
+  bad input.
 - `GET /api/reviews?product={id}`: `{"reviews": [...], "average_rating"}`,
   oldest first; the average is null when there are no reviews.
 
@@ -26,6 +29,7 @@ TOPIC = "order-placed"
 MAX_ID = 200
 MAX_TEXT = 2000
 REVIEW_FIELDS = {"user_id", "product_id", "rating", "text"}
+USER_HEADER = "x-bazaar-user"
 
 router = bazaar.Router()
 
@@ -46,16 +50,18 @@ def _is_id(value):
     return isinstance(value, str) and 1 <= len(value) <= MAX_ID
 
 
-def validate_review(body):
-    """The review a client sent, normalised; a 400 naming the problem otherwise."""
+def validate_review(body, user_id):
+    """The review `user_id` (the verified caller) sent, normalised; a 400
+    naming the problem otherwise, a 403 for a `user_id` not theirs."""
     if not isinstance(body, dict):
         raise bazaar.HttpError(400, "the body must be a JSON object")
     unknown = sorted(set(body) - REVIEW_FIELDS)
     if unknown:
         raise bazaar.HttpError(400, f"unknown field(s): {', '.join(unknown)}")
-    for field in ("user_id", "product_id"):
-        if not _is_id(body.get(field)):
-            raise bazaar.HttpError(400, f"{field} must be a string of 1-{MAX_ID} characters")
+    if not _is_id(body.get("product_id")):
+        raise bazaar.HttpError(400, f"product_id must be a string of 1-{MAX_ID} characters")
+    if body.get("user_id", user_id) != user_id:
+        raise bazaar.HttpError(403, "a review is written by the user whose token it carries")
     rating = body.get("rating")
     # bool is an int in Python; `true` is not a rating.
     if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
@@ -63,7 +69,7 @@ def validate_review(body):
     text = body.get("text")
     if not isinstance(text, str) or not 1 <= len(text.strip()) <= MAX_TEXT:
         raise bazaar.HttpError(400, f"text must be 1-{MAX_TEXT} characters")
-    return {"user_id": body["user_id"], "product_id": body["product_id"],
+    return {"user_id": user_id, "product_id": body["product_id"],
             "rating": rating, "text": text.strip()}
 
 
@@ -90,7 +96,12 @@ def summarize(reviews):
 
 @router.post("/api/reviews")
 def post_review(req):
-    review = validate_review(req.json())
+    # The gateway sets this header from a verified token, and drops any a
+    # client sends.
+    user_id = req.header(USER_HEADER)
+    if not _is_id(user_id):
+        raise bazaar.HttpError(401, "log in to write a review: send the token from POST /api/users/login")
+    review = validate_review(req.json(), user_id)
     bucket = bazaar.open_bucket(BUCKET)
     if not bucket.exists(bought_key(review["user_id"], review["product_id"])):
         raise bazaar.HttpError(403, "only customers who bought this product can review it")

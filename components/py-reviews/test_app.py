@@ -17,13 +17,16 @@ ORDER = {
 }
 
 
-def send(method, target, body=None):
+def send(method, target, body=None, user="ann"):
+    """A request as the gateway passes it on: `user` is the verified
+    caller (None: no token)."""
     payload = b"" if body is None else json.dumps(body).encode()
-    return app.router.dispatch(bazaar.Request(method, target, [], payload))
+    headers = [] if user is None else [("x-bazaar-user", user.encode())]
+    return app.router.dispatch(bazaar.Request(method, target, headers, payload))
 
 
-def review(user_id="ann", product_id="tea", rating=5, text="Lovely."):
-    return {"user_id": user_id, "product_id": product_id, "rating": rating, "text": text}
+def review(product_id="tea", rating=5, text="Lovely.", **extra):
+    return {"product_id": product_id, "rating": rating, "text": text, **extra}
 
 
 def order_placed(event_id="e1", order=ORDER):
@@ -50,15 +53,26 @@ class ReviewsTest(unittest.TestCase):
 
     def test_a_customer_who_did_not_buy_the_product_gets_a_403(self):
         app.on_event(order_placed())
-        refused = send("POST", "/api/reviews", review(user_id="bob"))
+        refused = send("POST", "/api/reviews", review(), user="bob")
         self.assertEqual(refused.status, 403, refused.body)
         self.assertEqual(refused.json_body(), {
             "error": "only customers who bought this product can review it", "status": 403})
 
+    def test_a_review_is_written_by_the_verified_user_only(self):
+        app.on_event(order_placed())
+        anonymous = send("POST", "/api/reviews", review(), user=None)
+        self.assertEqual(anonymous.status, 401, anonymous.body)
+        forged = send("POST", "/api/reviews", review(user_id="ann"), user="bob")
+        self.assertEqual(forged.status, 403, forged.body)
+        own = send("POST", "/api/reviews", review(user_id="ann"))
+        self.assertEqual(own.status, 201, own.body)
+        self.assertEqual(own.json_body()["user_id"], "ann")
+        self.assertEqual(len(send("GET", "/api/reviews?product=tea").json_body()["reviews"]), 1)
+
     def test_bad_reviews_are_a_400(self):
         for body in [[], review(rating=0), review(rating=6), review(rating=True),
                      review(rating=4.5), review(text=""), review(text="x" * 2001),
-                     review(user_id=""), {**review(), "stars": 5}]:
+                     review(product_id=""), {**review(), "stars": 5}]:
             response = send("POST", "/api/reviews", body)
             self.assertEqual(response.status, 400, f"expected a 400 for {body}: {response.body}")
 

@@ -183,24 +183,60 @@ async fn the_python_reviews_service_joins_the_running_retailer() {
     let (status, placed) = crate::retailer::order(&host, &buyer, &mug, 1, "4242424242424242").await;
     assert_eq!(status, 201, "{placed}");
 
-    let review = |user: &str| json!({ "user_id": user, "product_id": mug, "rating": 5, "text": "Holds tea well." });
+    let review = json!({ "product_id": mug, "rating": 5, "text": "Holds tea well." });
+    let post = |token: Option<&str>, body: &Value| {
+        let mut request = host.http.post(host.url("/api/reviews")).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
     let posted = support::eventually(
         std::time::Duration::from_secs(60),
         "the buyer's review",
         || async {
-            let response = host
-                .send_json(reqwest::Method::POST, "/api/reviews", &review(&buyer.id))
-                .await;
+            let response = post(Some(&buyer.token), &review).await.unwrap();
             (response.status() == 201).then_some(response)
         },
     )
     .await;
     let posted: Value = posted.json().await.unwrap();
     assert_eq!(posted["rating"], 5);
-    let refused = host
-        .send_json(reqwest::Method::POST, "/api/reviews", &review(&other.id))
-        .await;
-    assert_eq!(refused.status(), 403, "only buyers may review");
+    assert_eq!(
+        posted["user_id"],
+        buyer.id.as_str(),
+        "written by the token's user"
+    );
+    let status = |response: reqwest::Response| response.status();
+    assert_eq!(
+        status(post(Some(&other.token), &review).await.unwrap()),
+        403,
+        "only buyers may review"
+    );
+    assert_eq!(
+        status(post(None, &review).await.unwrap()),
+        401,
+        "a review needs a token"
+    );
+    let forged = json!({ "user_id": buyer.id, "product_id": mug, "rating": 1, "text": "Meh." });
+    assert_eq!(
+        status(post(Some(&other.token), &forged).await.unwrap()),
+        403,
+        "no one reviews in another's name"
+    );
+    assert_eq!(
+        status(
+            host.http
+                .post(host.url("/api/reviews"))
+                .header("x-bazaar-user", buyer.id.as_str())
+                .json(&review)
+                .send()
+                .await
+                .unwrap()
+        ),
+        401,
+        "a client's own x-bazaar-user header is dropped by the gateway"
+    );
     let listed: Value = host
         .get(&format!("/api/reviews?product={mug}"))
         .await
