@@ -221,11 +221,8 @@ impl Runtime {
         registry: Arc<ServiceRegistry>,
         max_call_depth: usize,
     ) -> Arc<Self> {
-        let calls = |runtime: &std::sync::Weak<Self>| {
-            Arc::new(ServiceCalls::new(registry, runtime.clone(), max_call_depth))
-        };
         Arc::new_cyclic(|runtime| {
-            let calls = calls(runtime);
+            let calls = Arc::new(ServiceCalls::new(registry, runtime.clone(), max_call_depth));
             Self {
                 refill: Refill {
                     sandbox: sandbox.clone(),
