@@ -7,7 +7,7 @@
 //! see [`TrialRun`]), does it export a handler. Compilation runs on the
 //! blocking pool, never on a request's thread.
 
-use crate::capability::EventHandlerPre;
+use crate::capability::EventHandlerIndices;
 use crate::codecache::CodeCache;
 use crate::config::{RuntimeSection, ServiceLimits, ServiceSpec};
 use crate::engine::{self, Instancing, PoolLimits};
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use wasmtime::Engine;
 use wasmtime::component::{Component, InstancePre, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::ProxyIndices;
 
 mod upload;
 
@@ -41,10 +41,12 @@ pub struct LoadedService {
     pub source: String,
     /// Size of the component in bytes.
     pub size: usize,
-    /// Pre-instantiated HTTP handler, when the component exports one.
-    pub http: Option<ProxyPre<RequestState>>,
-    /// Pre-instantiated event handler, when the component exports one.
-    pub events: Option<EventHandlerPre<RequestState>>,
+    /// The component, linked and checked, ready to instantiate.
+    pub pre: InstancePre<RequestState>,
+    /// Where an instance's HTTP handler is, when the component exports one.
+    pub http: Option<ProxyIndices>,
+    /// Where an instance's event handler is, when the component exports one.
+    pub events: Option<EventHandlerIndices>,
 }
 
 impl LoadedService {
@@ -526,15 +528,15 @@ fn prepare(
             .any(|(name, _)| name.starts_with(prefix))
     };
     let http = if exports(HTTP_EXPORT) {
-        Some(
-            ProxyPre::new(instance_pre.clone())
-                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
-        )
+        Some(ProxyIndices::new(&instance_pre).map_err(|e| LoadError::Invalid(format!("{e:#}")))?)
     } else {
         None
     };
     let events = if exports(EVENT_EXPORT) {
-        Some(EventHandlerPre::new(instance_pre).map_err(|e| LoadError::Invalid(format!("{e:#}")))?)
+        Some(
+            EventHandlerIndices::new(&instance_pre)
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
+        )
     } else {
         None
     };
@@ -548,6 +550,7 @@ fn prepare(
         version_header,
         source,
         size,
+        pre: instance_pre,
         http,
         events,
     })

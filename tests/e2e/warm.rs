@@ -132,6 +132,83 @@ async fn an_instance_that_trapped_or_timed_out_is_never_reused() {
     host.stop().await;
 }
 
+/// `beta`, which takes alpha's `news`, keeps warm instances for `uses`
+/// requests and events each.
+async fn start_subscriber(uses: u32) -> TestHost {
+    let services = STANDARD_SERVICES.replace(
+        "routes = [\"/beta/{*rest}\"]",
+        &format!("routes = [\"/beta/{{*rest}}\"]\ninstance_reuse = {uses}"),
+    );
+    TestHost::start_with(&services, "").await
+}
+
+/// Publishes `payload` on alpha's `news`, then waits until beta has
+/// handled (or failed) it: its position reaches `position`, or its event
+/// has `failures` failed attempts.
+async fn publish_news(host: &TestHost, payload: &str, position: u64, failures: u64) {
+    let published = host
+        .http
+        .post(host.url("/alpha/publish/news"))
+        .body(payload.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
+    crate::support::eventually(
+        std::time::Duration::from_secs(20),
+        "beta to take the event",
+        || async {
+            let stats = host.admin_json("/events").await;
+            let beta = stats
+                .as_array()?
+                .iter()
+                .find(|s| s["subscriber"] == "beta")?
+                .clone();
+            let handled = beta["delivered_through"].as_u64()? >= position
+                || beta["attempts"].as_u64()? >= failures;
+            handled.then_some(())
+        },
+    )
+    .await;
+    settle(host, "beta").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_taken_by_a_warm_instance_and_counts_among_its_uses() {
+    let host = start_subscriber(3).await;
+    assert_eq!(counter(&host, "beta").await, 1);
+    publish_news(&host, "first", 1, u64::MAX).await;
+    assert_eq!(
+        counter(&host, "beta").await,
+        3,
+        "the event was handled by the warm instance (its second use)"
+    );
+    // That instance served its three; the next event gets a new one,
+    // which then serves requests.
+    publish_news(&host, "second", 2, u64::MAX).await;
+    assert_eq!(
+        counter(&host, "beta").await,
+        2,
+        "the instance made for the event serves the next request"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_trapped_on_an_event_is_never_reused() {
+    let host = start_subscriber(1000).await;
+    assert_eq!(futures_sequence(&host, "beta", 2).await, [1, 2]);
+    // The handler counts the delivery, then traps; it is retried, and
+    // traps again, while the requests below run.
+    publish_news(&host, "trap", u64::MAX, 1).await;
+    assert_eq!(
+        counter(&host, "beta").await,
+        1,
+        "the instance that trapped was dropped"
+    );
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_of_a_warm_instance_has_the_whole_cpu_budget() {
     // 300 ms of CPU per request; five requests of ~120 ms on one instance.

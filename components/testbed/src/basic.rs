@@ -100,10 +100,17 @@ pub fn print(req: Request) -> Result<Response> {
     Ok(Response::new(204))
 }
 
-/// Counts requests in the instance's own memory, not in the store: a fresh
-/// instance always answers 1, a warm one counts on.
+/// Requests and events this instance served, counted in its own memory,
+/// not in the store: a fresh instance always answers 1, a warm one counts
+/// on.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one more request or event served by this instance; the new count.
+pub fn count_served() -> u64 {
+    SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+}
+
+/// Counts this request with the others this instance served: `{"value": n}`.
 pub fn memory_counter(_req: Request) -> Result<Response> {
-    static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let value = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    Response::json(200, &serde_json::json!({ "value": value }))
+    Response::json(200, &serde_json::json!({ "value": count_served() }))
 }

@@ -30,7 +30,11 @@ struct Entry {
 /// - payload `trap...`: panic;
 /// - payload `sleep:MS`: sleep MS milliseconds, then record;
 /// - anything else: record.
+///
+/// Every delivery counts in the instance's memory counter (see
+/// [`crate::basic::count_served`]).
 pub fn handle(event: Event) -> Result<(), String> {
+    crate::basic::count_served();
     let text = event.text();
     if kv::open("control")
         .and_then(|c| c.get("fail"))

@@ -37,8 +37,10 @@ mod generated {
     });
 }
 
-/// A component pre-instantiated for calls to its `event-handler` export.
-pub use generated::PlatformPre as EventHandlerPre;
+/// An instance's `event-handler` export.
+pub use generated::Platform as EventHandler;
+/// Where a component's `event-handler` export is among an instance's.
+pub use generated::PlatformIndices as EventHandlerIndices;
 /// An event as the guest's `event-handler` receives it.
 pub use generated::bazaar::platform::events::Event as GuestEvent;
 

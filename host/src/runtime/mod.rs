@@ -28,6 +28,7 @@
 
 mod ending;
 mod guard;
+mod instance;
 mod limiter;
 mod meter;
 mod sandbox;
@@ -50,6 +51,7 @@ use futures_util::FutureExt as _;
 use guard::{AbortOnDrop, GuardedBody};
 use http::StatusCode;
 use http_body_util::BodyExt as _;
+use instance::Live;
 use meter::Metered;
 use sandbox::CpuLimitExceeded;
 use std::pin::Pin;
@@ -60,7 +62,6 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
@@ -162,55 +163,92 @@ impl Refill {
     /// replacement handed over).
     const HAND_OVER_FROM: Duration = Duration::from_millis(1);
 
-    /// Drops `used_up`, an instance of `pre` that served its share, and,
-    /// when making one took long, makes the instance taking its place,
-    /// unless the service has moved on to another version or holds enough
-    /// idle ones by then. One that fails to be made is left out; the next
-    /// request makes its own.
+    /// Puts `instance`, whose request or event ended well, back in its
+    /// service's pool for the next one, unless it went over a limit; one
+    /// that served its share is dropped and replaced (see
+    /// [`Self::replace`]).
+    fn give_back(
+        &self,
+        service: &Arc<ServiceContext>,
+        version: &Arc<LoadedService>,
+        instance: warm::WarmInstance,
+    ) {
+        let Some(pool) = &service.warm else { return };
+        if instance.store.data().limiter.refusal().is_some() {
+            return;
+        }
+        if let Some(used_up) = pool.give_back(instance) {
+            self.replace(used_up, Arc::clone(service), Arc::clone(version));
+        }
+    }
+
+    /// Drops `used_up`, an instance of `version` that served its share,
+    /// and, when making one took long, makes the instance taking its
+    /// place, unless the service has moved on to another version or holds
+    /// enough idle ones by then. One that fails to be made is left out; the
+    /// next request makes its own.
     fn replace(
         &self,
         used_up: warm::WarmInstance,
         service: Arc<ServiceContext>,
-        pre: ProxyPre<RequestState>,
+        version: Arc<LoadedService>,
     ) {
         if used_up.made_in < Self::HAND_OVER_FROM {
             return;
         }
         let this = self.clone();
         self.shared.spawn(async move {
-            let version = Arc::clone(&used_up.version);
             // Frees its pool slot first, for the new instance to take.
             drop(used_up);
-            let Some(pool) = service.warm.as_ref().filter(|pool| pool.wants(&version)) else {
+            let Some(pool) = service
+                .warm
+                .as_ref()
+                .filter(|pool| pool.wants(&version.version))
+            else {
                 return;
             };
             let ctx = RequestContext::internal(
-                format!("warm-{}", short(&version)),
+                format!("warm-{}", version.short_version()),
                 Instant::now() + service.limits.timeout,
             );
-            let (mut store, meter) =
-                this.sandbox
-                    .store(pre.engine(), &service, &version, &ctx, &this.calls);
-            let started = Instant::now();
-            let made = Metered::new(pre.instantiate_async(&mut store), Arc::clone(&meter));
+            let (mut store, meter) = this.sandbox.store(
+                version.pre.engine(),
+                &service,
+                &version.version,
+                &ctx,
+                &this.calls,
+            );
+            let made = Metered::new(Live::make(&mut store, &version), Arc::clone(&meter));
             match tokio::time::timeout_at(ctx.deadline, made).await {
-                Ok(Ok(proxy)) => {
-                    let made_in = started.elapsed();
+                Ok(Ok((live, made_in))) => {
                     service.metrics.instantiated(made_in);
                     pool.keep(warm::WarmInstance {
-                        version,
+                        version: Arc::clone(&version.version),
                         store,
-                        proxy,
+                        live,
                         meter,
                         uses: 0,
                         made_in,
                     });
                 }
-                Ok(Err(e)) => tracing::debug!(service = %service.name, version = short(&version), error = format!("{e:#}"), "a warm instance could not be made ahead"),
-                Err(_) => tracing::debug!(service = %service.name, version = short(&version), "making a warm instance ahead timed out"),
+                Ok(Err(e)) => tracing::debug!(service = %service.name, version = version.short_version(), error = format!("{e:#}"), "a warm instance could not be made ahead"),
+                Err(_) => tracing::debug!(service = %service.name, version = version.short_version(), "making a warm instance ahead timed out"),
             }
         });
     }
+}
+
+/// Where a request or an event delivery starts: an idle warm instance of
+/// the version, or a fresh store to make a new one in.
+struct Start {
+    store: wasmtime::Store<RequestState>,
+    meter: Arc<meter::CpuMeter>,
+    /// The warm instance, if there was one.
+    live: Option<Live>,
+    /// Requests and events the warm instance has served.
+    uses: u32,
+    /// How long making the warm instance took.
+    made_in: Duration,
 }
 
 impl Runtime {
@@ -235,6 +273,49 @@ impl Runtime {
         })
     }
 
+    /// An idle warm instance of `version` of `service` for `ctx`, when the
+    /// service keeps them and one is idle, else a fresh store.
+    fn start(
+        &self,
+        service: &Arc<ServiceContext>,
+        version: &LoadedService,
+        ctx: &RequestContext,
+    ) -> Start {
+        let warm = service
+            .warm
+            .as_ref()
+            .and_then(|pool| pool.take(&version.version));
+        match warm {
+            Some(mut instance) => {
+                instance.store.data_mut().begin_request(ctx.clone());
+                Sandbox::rearm(&mut instance.store, &instance.meter);
+                Start {
+                    store: instance.store,
+                    meter: instance.meter,
+                    live: Some(instance.live),
+                    uses: instance.uses,
+                    made_in: instance.made_in,
+                }
+            }
+            None => {
+                let (store, meter) = self.sandbox.store(
+                    version.pre.engine(),
+                    service,
+                    &version.version,
+                    ctx,
+                    &self.calls,
+                );
+                Start {
+                    store,
+                    meter,
+                    live: None,
+                    uses: 0,
+                    made_in: Duration::ZERO,
+                }
+            }
+        }
+    }
+
     /// Serves `request` with a fresh instance of `version` of `service`, or
     /// an idle warm one when the service keeps them.
     pub async fn handle_http<B>(
@@ -248,31 +329,17 @@ impl Runtime {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let pre = version.http.clone().ok_or(RuntimeError::NoHttpHandler)?;
+        if version.http.is_none() {
+            return Err(RuntimeError::NoHttpHandler);
+        }
         let permit = admit(service, ctx.deadline).await?;
-        let warm = service
-            .warm
-            .as_ref()
-            .and_then(|pool| pool.take(&version.version));
-        let (mut store, meter, mut proxy, uses, mut made_in) = match warm {
-            Some(mut instance) => {
-                instance.store.data_mut().begin_request(ctx.clone());
-                Sandbox::rearm(&mut instance.store, &instance.meter);
-                (
-                    instance.store,
-                    instance.meter,
-                    Some(instance.proxy),
-                    instance.uses,
-                    instance.made_in,
-                )
-            }
-            None => {
-                let (store, meter) =
-                    self.sandbox
-                        .store(pre.engine(), service, &version.version, &ctx, &self.calls);
-                (store, meter, None, 0, Duration::ZERO)
-            }
-        };
+        let Start {
+            mut store,
+            meter,
+            mut live,
+            uses,
+            mut made_in,
+        } = self.start(service, &version, &ctx);
         let head_sent = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let (req, out) = {
@@ -290,7 +357,6 @@ impl Runtime {
             (req, out)
         };
 
-        let version_id = Arc::clone(&version.version);
         let service = Arc::clone(service);
         let deadline = ctx.deadline;
         let refill = self.refill.clone();
@@ -304,27 +370,20 @@ impl Runtime {
             let spent = Arc::clone(&meter);
             let mut in_flight = None;
             let run = async {
-                let instance = match proxy.take() {
-                    Some(instance) => {
-                        in_flight = Some(crate::metrics::InFlight::start(&service.metrics, None));
-                        instance
-                    }
+                let (mut live, made) = match live.take() {
+                    Some(live) => (live, None),
                     None => {
-                        let started = Instant::now();
-                        let instance = pre.instantiate_async(&mut *store).await?;
-                        made_in = started.elapsed();
-                        in_flight = Some(crate::metrics::InFlight::start(
-                            &service.metrics,
-                            Some(made_in),
-                        ));
-                        instance
+                        let (live, took) = Live::make(&mut store, &version).await?;
+                        made_in = took;
+                        (live, Some(took))
                     }
                 };
-                instance
+                in_flight = Some(crate::metrics::InFlight::start(&service.metrics, made));
+                live.http(&mut store, &version)?
                     .wasi_http_incoming_handler()
                     .call_handle(&mut *store, req, out)
                     .await?;
-                Ok::<_, wasmtime::Error>(instance)
+                Ok::<_, wasmtime::Error>(live)
             };
             let result = match tokio::time::timeout_at(deadline, Metered::new(run, meter)).await {
                 Ok(result) => result,
@@ -333,29 +392,26 @@ impl Runtime {
             drop(in_flight);
             service.metrics.cpu_time(spent.spent());
             match result {
-                Ok(instance) => {
+                Ok(live) => {
                     // Its bodies ended as it left them. Only an instance
                     // that ended well, within its limits, serves again.
-                    if let Some(store) = store.returned()
-                        && let Some(pool) = &service.warm
-                        && store.data().limiter.refusal().is_none()
-                        && let Some(used_up) = pool.give_back(warm::WarmInstance {
-                            version: version_id,
+                    if let Some(store) = store.returned() {
+                        let instance = warm::WarmInstance {
+                            version: Arc::clone(&version.version),
                             store,
-                            proxy: instance,
+                            live,
                             meter: spent,
                             uses,
                             made_in,
-                        })
-                    {
-                        refill.replace(used_up, Arc::clone(&service), pre);
+                        };
+                        refill.give_back(&service, &version, instance);
                     }
                     Ok(())
                 }
                 Err(e) => {
-                    report_memory(&service.name, &version_id, &store);
+                    report_memory(&service.name, &version.version, &store);
                     if head_sent.load(Ordering::Acquire) {
-                        tracing::warn!(service = %service.name, version = short(&version_id), error = format!("{e:#}"), "the service failed after setting its response head");
+                        tracing::warn!(service = %service.name, version = version.short_version(), error = format!("{e:#}"), "the service failed after setting its response head");
                     }
                     Err(e)
                 }
@@ -401,8 +457,9 @@ impl Runtime {
         }
     }
 
-    /// Delivers `event` to a fresh instance of `version` of `service`;
-    /// `Ok(Err(message))` is the subscriber declining it.
+    /// Delivers `event` to a fresh instance of `version` of `service`, or
+    /// an idle warm one when the service keeps them; `Ok(Err(message))` is
+    /// the subscriber declining it.
     pub async fn handle_event(
         &self,
         ctx: RequestContext,
@@ -410,26 +467,54 @@ impl Runtime {
         version: &Arc<LoadedService>,
         event: GuestEvent,
     ) -> Result<Result<(), String>, RuntimeError> {
-        let pre = version.events.clone().ok_or(RuntimeError::NoEventHandler)?;
+        if version.events.is_none() {
+            return Err(RuntimeError::NoEventHandler);
+        }
         let _permit = admit(service, ctx.deadline).await?;
-        let (mut store, meter) =
-            self.sandbox
-                .store(pre.engine(), service, &version.version, &ctx, &self.calls);
+        let Start {
+            store,
+            meter,
+            mut live,
+            uses,
+            mut made_in,
+        } = self.start(service, version, &ctx);
+        // A failure ends the bodies of requests it was sending broken.
+        let mut store = ending::RunningStore::new(store);
         let spent = Arc::clone(&meter);
         let run = async {
-            let started = Instant::now();
-            let instance = pre.instantiate_async(&mut store).await?;
-            let _in_flight =
-                crate::metrics::InFlight::start(&service.metrics, Some(started.elapsed()));
-            instance
+            let (mut live, made) = match live.take() {
+                Some(live) => (live, None),
+                None => {
+                    let (live, took) = Live::make(&mut store, version).await?;
+                    made_in = took;
+                    (live, Some(took))
+                }
+            };
+            let _in_flight = crate::metrics::InFlight::start(&service.metrics, made);
+            let outcome = live
+                .events(&mut store, version)?
                 .bazaar_platform_event_handler()
-                .call_handle(&mut store, &event)
-                .await
+                .call_handle(&mut *store, &event)
+                .await?;
+            Ok::<_, wasmtime::Error>((live, outcome))
         };
         let outcome = tokio::time::timeout_at(ctx.deadline, Metered::new(run, meter)).await;
         service.metrics.cpu_time(spent.spent());
         match outcome {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok((live, outcome))) => {
+                if let Some(store) = store.returned() {
+                    let instance = warm::WarmInstance {
+                        version: Arc::clone(&version.version),
+                        store,
+                        live,
+                        meter: spent,
+                        uses,
+                        made_in,
+                    };
+                    self.refill.give_back(service, version, instance);
+                }
+                Ok(outcome)
+            }
             Ok(Err(e)) => {
                 report_memory(&service.name, &version.version, &store);
                 Err(classify(e))

@@ -1,10 +1,10 @@
 //! Warm instances, for services that opt in with `instance_reuse = N`:
-//! an instance that answered a request well serves the next one, up to N
-//! requests, instead of a fresh instance each time.
+//! an instance that answered a request or took an event well serves the
+//! next one, up to N in all, instead of a fresh instance each time.
 //!
-//! An instance serves one request at a time: it is taken out of the pool
-//! for the request and put back when the request (body included) ended
-//! well. One that trapped, timed out, went over a limit or lost its client
+//! An instance serves one request or event at a time: it is taken out of
+//! the pool for it and put back when it (a response's body included)
+//! ended well. One that trapped, timed out, went over a limit or lost its client
 //! is dropped, never reused. A deploy or rollback retires the instances of
 //! every other version. One of a component slow to instantiate that has
 //! served its share is dropped, and the instance taking its place made,
@@ -14,7 +14,6 @@
 use crate::state::RequestState;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use wasmtime::Store;
-use wasmtime_wasi_http::p2::bindings::Proxy;
 
 /// An instance between requests.
 pub(super) struct WarmInstance {
@@ -22,8 +21,8 @@ pub(super) struct WarmInstance {
     pub version: std::sync::Arc<str>,
     /// Its store.
     pub store: Store<RequestState>,
-    /// Its exports.
-    pub proxy: Proxy,
+    /// The instance.
+    pub live: super::instance::Live,
     /// The CPU meter its store's epoch callback reads.
     pub meter: std::sync::Arc<super::meter::CpuMeter>,
     /// Requests it has served.
