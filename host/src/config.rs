@@ -427,8 +427,8 @@ pub struct ServiceConfig {
     /// Sandbox limits; unset ones take `[runtime]`'s. `[services.users.limits]`
     #[serde(default)]
     pub limits: ServiceLimits,
-    /// Requests one warm instance serves one after another; unset, every
-    /// request gets a fresh instance. `instance_reuse = 1000`
+    /// Requests and event deliveries one warm instance serves one after
+    /// another; unset, each gets a fresh instance. `instance_reuse = 1000`
     #[serde(default)]
     pub instance_reuse: Option<u32>,
 }

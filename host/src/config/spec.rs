@@ -40,8 +40,9 @@ pub struct ServiceSpec {
     pub token_roles: Vec<String>,
     /// Its sandbox limits; unset ones take `[runtime]`'s. `[limits]`
     pub limits: ServiceLimits,
-    /// Serve up to this many requests, one after another, with one
-    /// instance (warm instances) instead of a fresh one each; see the
+    /// Serve up to this many requests and event deliveries, one after
+    /// another, with one instance (warm instances) instead of a fresh one
+    /// each; see the
     /// README for what may carry over between them. `instance_reuse = 1000`
     pub instance_reuse: Option<u32>,
 }
