@@ -383,6 +383,16 @@ impl BinaryHost {
         Self::start_with_args(config, log, true, &[], filter)
     }
 
+    /// Like [`Self::spawn`], with the process's address space capped at
+    /// `bytes` (`prlimit --as`, as `ulimit -v` in a container would).
+    pub fn spawn_in_address_space(config: &Path, log: &Path, bytes: u64) -> Self {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--as={bytes}"))
+            .arg(env!("CARGO_BIN_EXE_bazaar"));
+        Self::start_command(command, config, log, true, &[], "info")
+    }
+
     fn start(config: &Path, log: &Path, wait_for_services: bool) -> Self {
         Self::start_with_args(config, log, wait_for_services, &[], "info")
     }
@@ -394,8 +404,20 @@ impl BinaryHost {
         args: &[&str],
         filter: &str,
     ) -> Self {
+        let command = Command::new(env!("CARGO_BIN_EXE_bazaar"));
+        Self::start_command(command, config, log, wait_for_services, args, filter)
+    }
+
+    fn start_command(
+        mut command: Command,
+        config: &Path,
+        log: &Path,
+        wait_for_services: bool,
+        args: &[&str],
+        filter: &str,
+    ) -> Self {
         use std::io::BufRead as _;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bazaar"))
+        let mut child = command
             .args(args)
             .args(["serve", "--config"])
             .arg(config)

@@ -310,3 +310,42 @@ routes = ["/beta/{*rest}"]
     );
     host.stop().await;
 }
+
+/// A host with address space for one pool of instance slots but not two
+/// (as under a container's `ulimit -v`) cannot build the engine for warm
+/// instances: its warm services compile for the fresh-instance engine,
+/// the log says why, and they keep their instances all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_room_for_a_second_pool_warm_services_use_the_fresh_engine() {
+    let dir = crate::support::temp_dir();
+    let config = crate::support::binary_config(
+        &dir,
+        "[services.alpha]\ncomponent = \"testbed.wasm\"\nroutes = [\"/alpha/{*rest}\"]\ninstance_reuse = 1000\n",
+    );
+    // The tests' pool (64 instances, two 4 GiB memory reservations each)
+    // takes ~520 GiB of address space; the cap leaves room for one.
+    let cap = 780u64 << 30;
+    let host =
+        crate::support::BinaryHost::spawn_in_address_space(&config, &dir.join("host.log"), cap);
+    let client = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let answer = client
+            .get(format!("{}/alpha/memory-counter", host.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let answer: Value = answer.json().await.unwrap();
+        seen.push(answer["value"].as_u64().unwrap());
+        // The instance goes back a moment after its response ends.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, [1, 2, 3], "one warm instance served them all");
+    assert!(
+        host.log_text()
+            .contains("cannot build the engine for warm instances"),
+        "{}",
+        host.log_text()
+    );
+}
