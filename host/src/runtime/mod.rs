@@ -163,20 +163,32 @@ impl Refill {
     /// replacement handed over).
     const HAND_OVER_FROM: Duration = Duration::from_millis(1);
 
-    /// Puts `instance`, whose request or event ended well, back in its
-    /// service's pool for the next one, unless it went over a limit; one
-    /// that served its share is dropped and replaced (see
+    /// Puts `live`, whose request or event ended well in `store`, back in
+    /// its service's pool for the next one, unless it went over a limit;
+    /// one that served its share is dropped and replaced (see
     /// [`Self::replace`]).
     fn give_back(
         &self,
         service: &Arc<ServiceContext>,
         version: &Arc<LoadedService>,
-        instance: warm::WarmInstance,
+        store: ending::RunningStore,
+        live: Live,
+        record: warm::Record,
     ) {
+        // Its bodies end as it left them, whether it is kept or not.
+        let Some(store) = store.returned() else {
+            return;
+        };
         let Some(pool) = &service.warm else { return };
-        if instance.store.data().limiter.refusal().is_some() {
+        if store.data().limiter.refusal().is_some() {
             return;
         }
+        let instance = warm::WarmInstance {
+            version: Arc::clone(&version.version),
+            store,
+            live,
+            record,
+        };
         if let Some(used_up) = pool.give_back(instance) {
             self.replace(used_up, Arc::clone(service), Arc::clone(version));
         }
@@ -193,7 +205,7 @@ impl Refill {
         service: Arc<ServiceContext>,
         version: Arc<LoadedService>,
     ) {
-        if used_up.made_in < Self::HAND_OVER_FROM {
+        if used_up.record.made_in < Self::HAND_OVER_FROM {
             return;
         }
         let this = self.clone();
@@ -226,9 +238,11 @@ impl Refill {
                         version: Arc::clone(&version.version),
                         store,
                         live,
-                        meter,
-                        uses: 0,
-                        made_in,
+                        record: warm::Record {
+                            meter,
+                            uses: 0,
+                            made_in,
+                        },
                     });
                 }
                 Ok(Err(e)) => tracing::debug!(service = %service.name, version = version.short_version(), error = format!("{e:#}"), "a warm instance could not be made ahead"),
@@ -242,13 +256,10 @@ impl Refill {
 /// the version, or a fresh store to make a new one in.
 struct Start {
     store: wasmtime::Store<RequestState>,
-    meter: Arc<meter::CpuMeter>,
     /// The warm instance, if there was one.
     live: Option<Live>,
-    /// Requests and events the warm instance has served.
-    uses: u32,
-    /// How long making the warm instance took.
-    made_in: Duration,
+    /// Its record, or a new one's.
+    record: warm::Record,
 }
 
 impl Runtime {
@@ -288,13 +299,11 @@ impl Runtime {
         match warm {
             Some(mut instance) => {
                 instance.store.data_mut().begin_request(ctx.clone());
-                Sandbox::rearm(&mut instance.store, &instance.meter);
+                Sandbox::rearm(&mut instance.store, &instance.record.meter);
                 Start {
                     store: instance.store,
-                    meter: instance.meter,
                     live: Some(instance.live),
-                    uses: instance.uses,
-                    made_in: instance.made_in,
+                    record: instance.record,
                 }
             }
             None => {
@@ -307,10 +316,12 @@ impl Runtime {
                 );
                 Start {
                     store,
-                    meter,
                     live: None,
-                    uses: 0,
-                    made_in: Duration::ZERO,
+                    record: warm::Record {
+                        meter,
+                        uses: 0,
+                        made_in: Duration::ZERO,
+                    },
                 }
             }
         }
@@ -335,10 +346,8 @@ impl Runtime {
         let permit = admit(service, ctx.deadline).await?;
         let Start {
             mut store,
-            meter,
             mut live,
-            uses,
-            mut made_in,
+            mut record,
         } = self.start(service, &version, &ctx);
         let head_sent = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -367,14 +376,14 @@ impl Runtime {
             let _permit = permit;
             // Whatever ends the run early, bodies left unfinished end broken.
             let mut store = ending::RunningStore::new(store);
-            let spent = Arc::clone(&meter);
+            let meter = Arc::clone(&record.meter);
             let mut in_flight = None;
             let run = async {
                 let (mut live, made) = match live.take() {
                     Some(live) => (live, None),
                     None => {
                         let (live, took) = Live::make(&mut store, &version).await?;
-                        made_in = took;
+                        record.made_in = took;
                         (live, Some(took))
                     }
                 };
@@ -390,22 +399,12 @@ impl Runtime {
                 Err(_) => Err(DeadlineExceeded.into()),
             };
             drop(in_flight);
-            service.metrics.cpu_time(spent.spent());
+            service.metrics.cpu_time(record.meter.spent());
             match result {
+                // Only an instance that ended well, within its limits,
+                // serves again.
                 Ok(live) => {
-                    // Its bodies ended as it left them. Only an instance
-                    // that ended well, within its limits, serves again.
-                    if let Some(store) = store.returned() {
-                        let instance = warm::WarmInstance {
-                            version: Arc::clone(&version.version),
-                            store,
-                            live,
-                            meter: spent,
-                            uses,
-                            made_in,
-                        };
-                        refill.give_back(&service, &version, instance);
-                    }
+                    refill.give_back(&service, &version, store, live, record);
                     Ok(())
                 }
                 Err(e) => {
@@ -473,20 +472,18 @@ impl Runtime {
         let _permit = admit(service, ctx.deadline).await?;
         let Start {
             store,
-            meter,
             mut live,
-            uses,
-            mut made_in,
+            mut record,
         } = self.start(service, version, &ctx);
         // A failure ends the bodies of requests it was sending broken.
         let mut store = ending::RunningStore::new(store);
-        let spent = Arc::clone(&meter);
+        let meter = Arc::clone(&record.meter);
         let run = async {
             let (mut live, made) = match live.take() {
                 Some(live) => (live, None),
                 None => {
                     let (live, took) = Live::make(&mut store, version).await?;
-                    made_in = took;
+                    record.made_in = took;
                     (live, Some(took))
                 }
             };
@@ -499,20 +496,10 @@ impl Runtime {
             Ok::<_, wasmtime::Error>((live, outcome))
         };
         let outcome = tokio::time::timeout_at(ctx.deadline, Metered::new(run, meter)).await;
-        service.metrics.cpu_time(spent.spent());
+        service.metrics.cpu_time(record.meter.spent());
         match outcome {
             Ok(Ok((live, outcome))) => {
-                if let Some(store) = store.returned() {
-                    let instance = warm::WarmInstance {
-                        version: Arc::clone(&version.version),
-                        store,
-                        live,
-                        meter: spent,
-                        uses,
-                        made_in,
-                    };
-                    self.refill.give_back(service, version, instance);
-                }
+                self.refill.give_back(service, version, store, live, record);
                 Ok(outcome)
             }
             Ok(Err(e)) => {

@@ -15,7 +15,7 @@ use crate::state::RequestState;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use wasmtime::Store;
 
-/// An instance between requests.
+/// An instance between requests or events.
 pub(super) struct WarmInstance {
     /// The version it runs.
     pub version: std::sync::Arc<str>,
@@ -23,9 +23,15 @@ pub(super) struct WarmInstance {
     pub store: Store<RequestState>,
     /// The instance.
     pub live: super::instance::Live,
+    /// What else it carries from one run to the next.
+    pub record: Record,
+}
+
+/// What an instance carries from one run to the next besides its store.
+pub(super) struct Record {
     /// The CPU meter its store's epoch callback reads.
     pub meter: std::sync::Arc<super::meter::CpuMeter>,
-    /// Requests it has served.
+    /// Requests and events it has served.
     pub uses: u32,
     /// How long making it took.
     pub made_in: std::time::Duration,
@@ -83,8 +89,8 @@ impl WarmPool {
     /// unless its version retired or enough instances are idle. One that
     /// has served its share is handed back instead, to be replaced.
     pub(super) fn give_back(&self, mut instance: WarmInstance) -> Option<WarmInstance> {
-        instance.uses += 1;
-        if instance.uses >= self.max_uses {
+        instance.record.uses += 1;
+        if instance.record.uses >= self.max_uses {
             return Some(instance);
         }
         self.keep(instance);
