@@ -45,14 +45,16 @@ def parse_args(argv):
 def context(args):
     profile = "release" if args.release else "debug"
     components = os.path.join(REPO, "components", "target")
+    # The host's build directory: cargo's, wherever CARGO_TARGET_DIR puts it.
+    target = os.path.join(REPO, os.environ.get("CARGO_TARGET_DIR") or "target")
     wasmtime = os.path.join(REPO, "bench", ".tools", "bin", "wasmtime")
     py = os.path.join(components, "py-hello.wasm")
     ctx = types.SimpleNamespace(
         repo=REPO,
         smoke=args.smoke,
         profile=profile,
-        bazaar=os.path.join(REPO, "target", profile, "bazaar"),
-        native=os.path.join(REPO, "target", profile, "native-hello"),
+        bazaar=os.path.join(target, profile, "bazaar"),
+        native=os.path.join(target, profile, "native-hello"),
         hello=os.path.join(components, "wasm32-wasip2", "release", "hello.wasm"),
         testbed=os.path.join(components, "wasm32-wasip2", "release", "testbed.wasm"),
         py=py if os.path.exists(py) else None,

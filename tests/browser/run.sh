@@ -4,7 +4,8 @@
 # dashboard_test.py against the bazaar binary and the built components.
 #
 # Expects the components built (scripts/test does that first); uses
-# target/debug/bazaar, built with `cargo build -p bazaar` only when it is
+# target/debug/bazaar (under CARGO_TARGET_DIR when set), built with
+# `cargo build -p bazaar` only when it is
 # missing or older than a file under host/ (scripts/test has built it). Set
 # BAZAAR_BIN to test another binary, BAZAAR_KEEP_FAILED=1 to keep the temp
 # dir of a failed run.
@@ -29,11 +30,11 @@ fi
 components=components/target/wasm32-wasip2/release
 if [ ! -f "$components/testbed.wasm" ]; then
   echo "tests/browser: $components/testbed.wasm is missing; build components/ first:" >&2
-  echo "  cargo build --release --target wasm32-wasip2 --manifest-path components/Cargo.toml" >&2
+  echo "  cargo build --release --target wasm32-wasip2 --manifest-path components/Cargo.toml --target-dir components/target" >&2
   exit 1
 fi
 
-bin="${BAZAAR_BIN:-target/debug/bazaar}"
+bin="${BAZAAR_BIN:-${CARGO_TARGET_DIR:-target}/debug/bazaar}"
 if [ -z "${BAZAAR_BIN:-}" ] && { [ ! -x "$bin" ] ||
   [ -n "$(find host Cargo.toml Cargo.lock -type f -newer "$bin" -print -quit)" ]; }; then
   # Missing, or older than its sources (the page is embedded in it).

@@ -24,6 +24,9 @@ pub fn components_dir() -> &'static Path {
                 "--manifest-path",
             ])
             .arg(&manifest)
+            // Where the paths below expect them, whatever CARGO_TARGET_DIR says.
+            .arg("--target-dir")
+            .arg(root.join("components/target"))
             .status()
             .expect("cargo should run to build the components");
         assert!(status.success(), "building components/ failed");
