@@ -391,3 +391,47 @@ async fn start_up_does_not_wait_for_the_slowest_service() {
     .await;
     host.kill();
 }
+
+/// A service whose file cannot be loaded at start-up is named on the
+/// start-up line (a user watching stdout would otherwise read "every
+/// service is loaded" above six 503s); the others serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_line_names_the_services_that_did_not_load() {
+    let dir = support::temp_dir();
+    let config = support::binary_config(
+        &dir,
+        "[services.alpha]\ncomponent = \"testbed.wasm\"\nroutes = [\"/alpha/{*rest}\"]\n\
+         [services.ghost]\ncomponent = \"not-built-yet.wasm\"\nroutes = [\"/ghost\"]\n",
+    );
+    let host = BinaryHost::spawn(&config, &dir.join("start.log"));
+    assert!(
+        host.started
+            .starts_with("bazaar: start-up finished, but 1 of 2 services did not load: ghost ("),
+        "{}",
+        host.started
+    );
+    let http = reqwest::Client::new();
+    let alpha = http
+        .get(format!("{}/alpha/path/up", host.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alpha.status(), 200);
+    let ghost = http
+        .get(format!("{}/ghost", host.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ghost.status(), 503);
+
+    // With every file in place the line says so.
+    std::fs::create_dir_all(dir.join("all")).unwrap();
+    let config = support::binary_config(
+        &dir.join("all"),
+        "[services.alpha]\ncomponent = \"testbed.wasm\"\nroutes = [\"/alpha/{*rest}\"]\n",
+    );
+    let all = BinaryHost::spawn(&config, &dir.join("all.log"));
+    assert_eq!(all.started, "bazaar: every service is loaded");
+    host.kill();
+    all.kill();
+}

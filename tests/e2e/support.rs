@@ -362,6 +362,8 @@ pub struct BinaryHost {
     pub admin_url: String,
     /// Where its stderr goes.
     pub log: PathBuf,
+    /// Its stdout line saying how start-up ended, when it was waited for.
+    pub started: String,
 }
 
 impl BinaryHost {
@@ -432,6 +434,7 @@ impl BinaryHost {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let (mut url, mut admin_url, mut loaded) = (None, None, !wait_for_services);
+        let mut started = String::new();
         while url.is_none() || admin_url.is_none() || !loaded {
             let line = lines
                 .next()
@@ -448,13 +451,19 @@ impl BinaryHost {
             if let Some(found) = line.strip_prefix("bazaar: admin API listening on ") {
                 admin_url = Some(found.to_owned());
             }
-            loaded |= line == "bazaar: every service is loaded";
+            if line == "bazaar: every service is loaded"
+                || line.starts_with("bazaar: start-up finished, but")
+            {
+                loaded = true;
+                started = line;
+            }
         }
         Self {
             child,
             url: url.unwrap_or_default(),
             admin_url: admin_url.unwrap_or_default(),
             log: log.to_owned(),
+            started,
         }
     }
 

@@ -444,7 +444,7 @@ async fn serve(config_path: &Path, watch: bool) -> anyhow::Result<()> {
         running.admin_addr
     );
     tokio::select! {
-        () = running.ready() => println!("bazaar: every service is loaded"),
+        () = running.ready() => println!("bazaar: {}", startup_outcome(&running)),
         () = wait_for_signal() => {
             running.shutdown().await;
             return Ok(());
@@ -454,6 +454,26 @@ async fn serve(config_path: &Path, watch: bool) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// The start-up line after every service loaded, or failed to: which
+/// failed, so a user who sees only stdout knows to look at the log.
+fn startup_outcome(running: &host::RunningHost) -> String {
+    let snapshot = running.registry.load();
+    let total = snapshot.services().count();
+    let failed: Vec<&str> = snapshot
+        .services()
+        .filter(|slot| slot.current().is_none())
+        .map(|slot| slot.name())
+        .collect();
+    if failed.is_empty() {
+        return "every service is loaded".to_owned();
+    }
+    format!(
+        "start-up finished, but {} of {total} services did not load: {} (the log says why; they answer 503 until a deploy or a fixed file replaces them)",
+        failed.len(),
+        failed.join(", ")
+    )
 }
 
 async fn wait_for_signal() {
