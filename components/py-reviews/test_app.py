@@ -58,6 +58,15 @@ class ReviewsTest(unittest.TestCase):
         self.assertEqual(refused.json_body(), {
             "error": "only customers who bought this product can review it", "status": 403})
 
+    def test_an_error_quotes_the_request_id_the_gateway_gave(self):
+        request = bazaar.Request("POST", "/api/reviews", [("x-request-id", b"req-7")], b"{}")
+        refused = app.router.dispatch(request)
+        self.assertEqual(refused.status, 401, refused.body)
+        self.assertEqual(refused.json_body()["request_id"], "req-7")
+        missing = app.router.dispatch(bazaar.Request("GET", "/nowhere", [("x-request-id", b"req-8")]))
+        self.assertEqual(missing.json_body(), {
+            "error": "no route for /nowhere", "status": 404, "request_id": "req-8"})
+
     def test_a_review_is_written_by_the_verified_user_only(self):
         app.on_event(order_placed())
         anonymous = send("POST", "/api/reviews", review(), user=None)

@@ -189,8 +189,14 @@ async fn bad_input_duplicates_and_unknown_ids_are_refused() {
         .await
         .unwrap();
     assert_eq!(malformed.status(), 400);
+    let request_id = malformed.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body: Value = malformed.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("JSON"), "{body}");
+    // A service's error quotes the request id, as the gateway's do.
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
 
     let missing = host
         .send_json(

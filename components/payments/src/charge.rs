@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::store::{self, Attempt, with_retries};
 use bazaar_sdk::kv::{Bucket, Transaction};
-use bazaar_sdk::{Error, Request, Response, Result, log, platform};
+use bazaar_sdk::{Error, Request, Response, Result, log, platform, request_id};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -180,11 +180,14 @@ fn answered(payment: &Payment) -> Result<Response> {
 /// the payment, anything else is the payment itself.
 fn payment_response(status: u16, payment: &Payment) -> Result<Response> {
     if status == 402 {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": "the card was declined",
             "status": 402,
             "payment": payment,
         });
+        if let Some(id) = request_id() {
+            body["request_id"] = id.into();
+        }
         return Response::json(402, &body);
     }
     Response::json(status, payment)

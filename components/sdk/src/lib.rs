@@ -62,7 +62,7 @@ pub mod outbound;
 pub mod platform;
 
 pub use body::BodyWriter;
-pub use error::{Error, Result};
+pub use error::{Error, Result, request_id};
 pub use request::{Method, Request};
 pub use response::Response;
 pub use router::Router;

@@ -20,6 +20,7 @@ pub fn serve(request: IncomingRequest, response_out: ResponseOutparam, routes: f
         Err(error) => error.into_response(),
     };
     write_response(response, response_out);
+    crate::error::set_request_id(None);
 }
 
 fn read_request(incoming: IncomingRequest) -> Result<Request> {
@@ -38,6 +39,7 @@ fn read_request(incoming: IncomingRequest) -> Result<Request> {
     let target = incoming.path_with_query().unwrap_or_else(|| "/".into());
     let mut request = Request::new(method, &target);
     request.headers = incoming.headers().entries();
+    crate::error::set_request_id(request.header("x-request-id"));
     let body = incoming
         .consume()
         .map_err(|()| Error::internal("request body already taken"))?;

@@ -3,7 +3,8 @@
 
 A service is a `Router` of handlers. A handler takes a `Request` and returns
 a `Response`, or any JSON value (sent as a 200), or None (a 204). Raising
-`HttpError` sends `{"error": message, "status": status}` with its status;
+`HttpError` sends `{"error": message, "status": status, "request_id": id}`
+with its status;
 any other exception is a 500 whose detail is logged, not sent. Key-value
 data, events, calls to other services, config and logs come from the host,
 scoped to the service.

@@ -5,16 +5,22 @@ import urllib.parse
 
 
 class HttpError(Exception):
-    """A failure that is an HTTP response: `{"error": message, "status": status}`."""
+    """A failure that is an HTTP response: `{"error": message, "status": status}`,
+    with the `request_id` of the request it answers when it has one."""
 
     def __init__(self, status, message):
         super().__init__(f"{status} {message}")
         self.status = status
         self.message = message
 
-    def response(self):
-        """The error as a JSON response."""
-        return Response.json({"error": self.message, "status": self.status}, self.status)
+    def response(self, request=None):
+        """The error as a JSON response to `request` (quoting its
+        `x-request-id`, as the gateway's own errors do)."""
+        body = {"error": self.message, "status": self.status}
+        request_id = request.header("x-request-id") if request is not None else None
+        if request_id:
+            body["request_id"] = request_id
+        return Response.json(body, self.status)
 
 
 class Request:

@@ -66,10 +66,10 @@ class Router:
             request.params = _params(segments, parts)
             response = _as_response(handler(request))
         except HttpError as error:
-            response = error.response()
+            response = error.response(request)
         except Exception as error:  # the one boundary where any failure becomes a 500
             log.error(f"{request.method} {request.path} failed: {type(error).__name__}: {error}")
-            response = HttpError(500, "internal error").response()
+            response = HttpError(500, "internal error").response(request)
         if request.method == "HEAD" and method == "GET":
             response.body = b""
         return response
@@ -119,12 +119,12 @@ def _best(matching, method):
 
 def _refuse(request, matching):
     if not matching:
-        return HttpError(404, f"no route for {request.path}").response()
+        return HttpError(404, f"no route for {request.path}").response(request)
     allowed = list(dict.fromkeys(route[0] for route in matching))
     if "GET" in allowed and "HEAD" not in allowed:
         allowed.append("HEAD")
     allow = ", ".join(allowed)
-    response = HttpError(405, f"method {request.method} not allowed; use {allow}").response()
+    response = HttpError(405, f"method {request.method} not allowed; use {allow}").response(request)
     response.headers.append(("allow", allow.encode()))
     return response
 
