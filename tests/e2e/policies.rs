@@ -488,3 +488,56 @@ fn a_blank_short_or_exposed_admin_token_stops_start_up() {
         "a token file others can read is refused: {err}"
     );
 }
+
+/// The admin API takes JSON as curl's `-d` sends it (a form content type),
+/// and answers bad bodies and unknown paths in JSON, like its other errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_reads_json_without_its_content_type_and_errs_in_json() {
+    let host = TestHost::start().await;
+    let post = |path: &str, body: &str| {
+        host.http
+            .post(host.admin_url(path))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+    };
+    let issued = post("/auth/tokens", r#"{"subject":"ops","roles":["admin"]}"#)
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), 200);
+    let issued: Value = issued.json().await.unwrap();
+    assert!(
+        issued["token"].as_str().is_some_and(|t| t.len() > 20),
+        "{issued}"
+    );
+    let replayed = post("/events/dead-letters/replay", r#"{"subscriber":"beta"}"#)
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 200);
+
+    let wrong = post("/auth/tokens", r#"{"subject":1}"#).await.unwrap();
+    assert_eq!(wrong.status(), 400);
+    let wrong: Value = wrong.json().await.unwrap();
+    assert!(
+        wrong["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid request body"),
+        "{wrong}"
+    );
+    let nowhere = host
+        .http
+        .get(host.admin_url("/nowhere"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nowhere.status(), 404);
+    let nowhere: Value = nowhere.json().await.unwrap();
+    assert!(
+        nowhere["error"].as_str().unwrap().contains("GET /nowhere"),
+        "{nowhere}"
+    );
+    host.stop().await;
+}

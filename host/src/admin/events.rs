@@ -51,7 +51,7 @@ pub(super) struct ReplayBody {
 
 pub(super) async fn replay(
     State(state): State<Arc<AdminState>>,
-    Json(body): Json<ReplayBody>,
+    super::JsonBody(body): super::JsonBody<ReplayBody>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     let replayed = state
         .log

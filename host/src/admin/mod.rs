@@ -91,6 +91,7 @@ pub fn app(state: Arc<AdminState>) -> Router {
         // After the token check, so outside it: the page and its script
         // hold no data; every call they make sends the token.
         .merge(dashboard::routes())
+        .fallback(no_such_route)
         .with_state(state)
 }
 
@@ -164,6 +165,36 @@ impl IntoResponse for AdminError {
     }
 }
 
+/// A JSON request body, whatever its `content-type` says (curl's `-d`
+/// sends a form type): a body that is not the JSON expected is a 400 that
+/// says why, in JSON like every admin error.
+pub(super) struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = AdminError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| AdminError::BadRequest(e.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| AdminError::BadRequest(format!("invalid request body: {e}")))
+    }
+}
+
+/// The answer to a path the admin API does not have.
+async fn no_such_route(method: http::Method, uri: http::Uri) -> AdminError {
+    AdminError::NotFound(format!(
+        "the admin API has no {method} {}; see the README's Admin API table",
+        uri.path()
+    ))
+}
+
 async fn require_token(
     State(state): State<Arc<AdminState>>,
     request: Request,
@@ -220,7 +251,7 @@ struct TokenRequest {
 /// `admin` role; only the holder of the admin token can ask.
 async fn issue_token(
     State(state): State<Arc<AdminState>>,
-    Json(request): Json<TokenRequest>,
+    JsonBody(request): JsonBody<TokenRequest>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
     if request.subject.is_empty() || request.subject.len() > 256 {
         return Err(AdminError::BadRequest(
