@@ -93,6 +93,23 @@ async fn a_service_is_added_listed_rolled_and_removed_from_the_command_line() {
         "config given with --set reaches the service"
     );
 
+    // A service added with --access needs what it says.
+    let (ok, out) = bazaar(
+        &host,
+        &[
+            "deploy",
+            "members",
+            file,
+            "--route",
+            "/members/{*rest}",
+            "--access",
+            "authenticated",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(host.get("/members/path/x").await.status(), 401);
+
     let (ok, out) = bazaar(
         &host,
         &["deploy", "intruder", file, "--route", "/reviews/{*all}"],

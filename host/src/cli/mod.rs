@@ -175,9 +175,14 @@ pub struct SpecArgs {
     /// A config value, `KEY=VALUE` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Who may call its routes: `public` (the default), `authenticated`
+    /// (any valid token or API key) or `role:NAME`.
+    #[arg(long = "access", value_name = "ACCESS")]
+    pub access: Option<String>,
     /// A TOML file with the same keys as a `[services.NAME]` section
     /// (`routes`, `calls`, `publishes`, `subscribes`,
-    /// `allowed_outbound_hosts`, `[config]`); flags add to it.
+    /// `allowed_outbound_hosts`, `access`, `[[rules]]`, `[config]`); flags
+    /// add to it.
     #[arg(long = "spec")]
     pub spec_file: Option<PathBuf>,
 }
@@ -202,8 +207,11 @@ impl SpecArgs {
             &self.outbound,
             &self.set,
         ];
-        if self.spec_file.is_none() && flags.iter().all(|f| f.is_empty()) {
+        if self.spec_file.is_none() && self.access.is_none() && flags.iter().all(|f| f.is_empty()) {
             return Ok(None);
+        }
+        if let Some(access) = &self.access {
+            spec.access = Some(access.clone());
         }
         spec.routes.extend(self.routes.iter().cloned());
         spec.calls.extend(self.calls.iter().cloned());
