@@ -457,12 +457,14 @@ impl ServiceConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}; pass an existing file with --config")]
+    // The I/O error is part of the message, not a source, so a chain
+    // printed with `{:#}` says it once.
+    #[error("cannot read {path}: {error}; pass an existing file with --config")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML or does not fit the schema; the message
     /// carries the line, column and key.
@@ -486,14 +488,14 @@ pub enum ConfigError {
 impl GatewayConfig {
     /// Reads and checks a `gateway.toml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         // Absolute, so paths stay right whatever the working directory later is.
-        let absolute = std::path::absolute(path).map_err(|source| ConfigError::Read {
+        let absolute = std::path::absolute(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let base_dir = absolute
             .parent()

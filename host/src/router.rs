@@ -52,7 +52,7 @@ pub enum RouteError {
     },
     /// Two routes match exactly the same paths.
     #[error(
-        "route `{pattern}` of service `{service}` duplicates `{other_pattern}` of service `{other_service}`; remove one"
+        "route `{pattern}` of service `{service}` and route `{other_pattern}` of service `{other_service}` match the same paths; remove one"
     )]
     Duplicate {
         /// The later pattern.

@@ -187,4 +187,21 @@ fn serve_reports_a_bad_config_key_with_its_line() {
         err.contains("lisen") && err.contains("line 3"),
         "got: {err}"
     );
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_bazaar"))
+        .args(["serve", "--config"])
+        .arg(dir.join("absent.toml"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("pass an existing file with --config"),
+        "got: {err}"
+    );
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the OS error is said once: {err}"
+    );
 }
