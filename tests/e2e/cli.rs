@@ -60,6 +60,21 @@ async fn deploy_rollback_and_services_commands() {
             && out.contains("not a WebAssembly file"),
         "the error should name the file, the service and the problem: {out}"
     );
+
+    // A refused token: the message says where the CLI took it from.
+    let admin = format!("http://{}", host.running.admin_addr);
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_bazaar"))
+        .args(["services", "--admin-url", &admin])
+        .args(["--token", "not-the-admin-token-0123456789abcdef"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("HTTP 401") && err.contains("the token came from --token"),
+        "{err}"
+    );
     host.stop().await;
 }
 
@@ -109,6 +124,26 @@ async fn a_service_is_added_listed_rolled_and_removed_from_the_command_line() {
     .await;
     assert!(ok, "{out}");
     assert_eq!(host.get("/members/path/x").await.status(), 401);
+
+    // A file named relative to where the CLI runs is recorded absolute.
+    let admin = format!("http://{}", host.running.admin_addr);
+    let relative = tokio::process::Command::new(env!("CARGO_BIN_EXE_bazaar"))
+        .current_dir(testbed.parent().unwrap())
+        .args([
+            "deploy",
+            "nearby",
+            "testbed.wasm",
+            "--route",
+            "/nearby/{*rest}",
+        ])
+        .args(["--admin-url", &admin, "--token", TOKEN])
+        .output()
+        .await
+        .unwrap();
+    assert!(relative.status.success(), "{relative:?}");
+    let listed = host.admin_json("/services/nearby").await;
+    let canonical = std::fs::canonicalize(&testbed).unwrap();
+    assert_eq!(listed["source"], canonical.to_str().unwrap(), "{listed}");
 
     let (ok, out) = bazaar(
         &host,

@@ -1,6 +1,6 @@
 //! A client of a running host's admin API, for the CLI.
 
-use crate::admin::token::{ADMIN_TOKEN_ENV, configured};
+use crate::admin::token::{ADMIN_TOKEN_ENV, configured, token_path};
 use crate::config::GatewayConfig;
 use anyhow::{Context as _, bail};
 use std::path::Path;
@@ -21,6 +21,8 @@ pub struct AdminArgs {
 pub struct AdminClient {
     base: String,
     token: String,
+    /// Where the token came from, for a refusal's message.
+    token_from: String,
     http: reqwest::Client,
 }
 
@@ -37,16 +39,28 @@ impl AdminClient {
             (None, Some(config)) => format!("http://{}", config.admin.listen),
             (None, None) => bail!("pass --admin-url or a gateway file with --config"),
         };
-        let token = match (args.token, &config) {
-            (Some(token), _) => token,
-            (None, Some(config)) => configured(config)?.with_context(|| {
-                format!("no admin token: set {ADMIN_TOKEN_ENV}, pass --token, or start the host once so it writes one")
-            })?,
+        let (token, token_from) = match (args.token, &config) {
+            (Some(token), _) => (token, "--token".to_owned()),
+            (None, Some(config)) => {
+                let token = configured(config)?.with_context(|| {
+                    format!("no admin token: set {ADMIN_TOKEN_ENV}, pass --token, or start the host once so it writes one")
+                })?;
+                // The order `configured` looks in.
+                let from = if std::env::var_os(ADMIN_TOKEN_ENV).is_some() {
+                    format!("${ADMIN_TOKEN_ENV}")
+                } else if config.admin.token.is_some() {
+                    format!("[admin] token in {}", config_path.display())
+                } else {
+                    token_path(&config.data_dir()).display().to_string()
+                };
+                (token, from)
+            }
             (None, None) => bail!("pass --token or set {ADMIN_TOKEN_ENV}"),
         };
         Ok(Self {
             base,
             token,
+            token_from,
             http: reqwest::Client::new(),
         })
     }
@@ -92,6 +106,12 @@ impl AdminClient {
                 .ok()
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
                 .unwrap_or(text);
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                bail!(
+                    "{message} (HTTP {status}); the token came from {}, and the host's is in its data directory's admin.token unless [admin] token or ${ADMIN_TOKEN_ENV} set it",
+                    self.token_from
+                );
+            }
             bail!("{message} (HTTP {status})");
         }
         serde_json::from_str(&text)

@@ -376,7 +376,14 @@ async fn deploy(
     let request = client
         .request(Method::PUT, &format!("/services/{service}"))
         .query(&query)
-        .header(crate::admin::SOURCE_HEADER, file.display().to_string())
+        // Absolute, as the host records the files gateway.toml names.
+        .header(
+            crate::admin::SOURCE_HEADER,
+            std::path::absolute(file)
+                .unwrap_or_else(|_| file.to_owned())
+                .display()
+                .to_string(),
+        )
         .body(bytes);
     let outcome: DeployOutcome = client.exchange(request).await?;
     if outcome.created {
