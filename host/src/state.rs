@@ -101,6 +101,12 @@ impl RequestState {
         self.output.reset();
     }
 
+    /// Logs the partial lines the guest's stdout and stderr hold, tagged
+    /// with the request that wrote them (see `GuestOutput::flush`).
+    pub(crate) fn flush_output(&self) {
+        self.output.flush();
+    }
+
     pub(crate) fn keyvalue_parts(&mut self) -> KeyValueParts<'_> {
         KeyValueParts {
             service: &self.service.name,

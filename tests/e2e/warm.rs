@@ -349,3 +349,35 @@ async fn without_room_for_a_second_pool_warm_services_use_the_fresh_engine() {
         host.log_text()
     );
 }
+
+/// A line a request left without its newline is logged with that request,
+/// not carried by the warm instance into the next request's first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_output_line_is_logged_with_the_request_that_wrote_it() {
+    let host = start(1000).await;
+    for (id, query) in [
+        ("partial-req-1", "line=unended-5531&partial=1"),
+        ("partial-req-2", "line=ended-5532"),
+    ] {
+        let printed = host
+            .http
+            .get(host.url(&format!("/alpha/print?{query}")))
+            .header("x-request-id", id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(printed.status(), 204);
+        settle(&host, "alpha").await;
+    }
+    let logs = crate::support::logs();
+    let unended: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("unended-5531"))
+        .collect();
+    assert_eq!(unended.len(), 1, "{unended:?}");
+    assert!(
+        unended[0].contains("partial-req-1") && !unended[0].contains("ended-5532"),
+        "{unended:?}"
+    );
+    host.stop().await;
+}

@@ -72,7 +72,8 @@ pub fn log_line(req: Request) -> Result<Response> {
 }
 
 /// Prints `line` `times` times (default 1) to `stream` (`stdout`, the
-/// default, or `stderr`), for tests of how the host captures guest output.
+/// default, or `stderr`), for tests of how the host captures guest output;
+/// with `partial=1`, without the newline (flushed, so the host has it).
 pub fn print(req: Request) -> Result<Response> {
     let line = req.query_param("line").unwrap_or_default();
     let times: u64 = match req.query_param("times") {
@@ -90,11 +91,17 @@ pub fn print(req: Request) -> Result<Response> {
             )));
         }
     };
+    let partial = req.query_param("partial").as_deref() == Some("1");
     for _ in 0..times {
-        if to_stderr {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
+        match (to_stderr, partial) {
+            (true, false) => eprintln!("{line}"),
+            (false, false) => println!("{line}"),
+            (true, true) => eprint!("{line}"),
+            (false, true) => {
+                use std::io::Write as _;
+                print!("{line}");
+                let _ = std::io::stdout().flush();
+            }
         }
     }
     Ok(Response::new(204))

@@ -45,6 +45,8 @@ pub struct GuestOutput {
     budget: Arc<AtomicUsize>,
     /// Counts requests, so the cut is reported once per request.
     request: Arc<AtomicU64>,
+    /// The line buffers of the streams handed out, for [`Self::flush`].
+    streams: Mutex<Vec<Arc<Mutex<LineBuffer>>>>,
 }
 
 impl GuestOutput {
@@ -55,6 +57,7 @@ impl GuestOutput {
             version,
             budget: Arc::new(AtomicUsize::new(OUTPUT_BUDGET)),
             request: Arc::new(AtomicU64::new(0)),
+            streams: Mutex::default(),
         }
     }
 
@@ -64,19 +67,33 @@ impl GuestOutput {
         self.budget.store(OUTPUT_BUDGET, Ordering::Relaxed);
     }
 
+    /// Logs what a run left of a line without its newline, while that run's
+    /// request is still the one its lines are tagged with: a warm instance
+    /// would otherwise carry it into the next request's log, glued to that
+    /// request's first line.
+    pub fn flush(&self) {
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        for lines in streams.iter() {
+            lines.lock().unwrap_or_else(PoisonError::into_inner).emit();
+        }
+    }
+
     /// The stream called `name` (`stdout` or `stderr`).
     pub fn stream(&self, name: &'static str) -> GuestStream {
-        GuestStream {
-            lines: Arc::new(Mutex::new(LineBuffer {
-                service: Arc::clone(&self.service),
-                version: Arc::clone(&self.version),
-                stream: name,
-                line: Vec::new(),
-                budget: Arc::clone(&self.budget),
-                request: Arc::clone(&self.request),
-                warned_in: None,
-            })),
-        }
+        let lines = Arc::new(Mutex::new(LineBuffer {
+            service: Arc::clone(&self.service),
+            version: Arc::clone(&self.version),
+            stream: name,
+            line: Vec::new(),
+            budget: Arc::clone(&self.budget),
+            request: Arc::clone(&self.request),
+            warned_in: None,
+        }));
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&lines));
+        GuestStream { lines }
     }
 }
 

@@ -179,6 +179,7 @@ impl Refill {
         let Some(store) = store.returned() else {
             return;
         };
+        store.data().flush_output();
         let Some(pool) = &service.warm else { return };
         if store.data().limiter.refusal().is_some() {
             return;
