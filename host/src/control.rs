@@ -86,6 +86,16 @@ pub enum VersionError {
         /// The version asked for.
         version: String,
     },
+    /// The prefix is too short to name a version.
+    #[error(
+        "`{version}` is too short to name a version of service `{service}`: give at least {MIN_VERSION_PREFIX} characters of its hash (`bazaar services` shows 12)"
+    )]
+    TooShort {
+        /// The service.
+        service: String,
+        /// The prefix asked for.
+        version: String,
+    },
     /// The prefix fits several versions.
     #[error("`{version}` matches several versions of service `{service}`; give more of the hash")]
     Ambiguous {
@@ -144,7 +154,10 @@ impl ServiceRecord {
             version: prefix.to_owned(),
         };
         if prefix.len() < MIN_VERSION_PREFIX {
-            return Err(unknown());
+            return Err(VersionError::TooShort {
+                service: self.name.clone(),
+                version: prefix.to_owned(),
+            });
         }
         let mut matches = self
             .versions

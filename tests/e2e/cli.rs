@@ -1,4 +1,5 @@
 use crate::support::{self, TOKEN, TestHost, hash, wasm};
+use serde_json::Value;
 use std::process::Command;
 
 /// Runs the CLI without blocking the runtime the in-process host serves on.
@@ -124,6 +125,70 @@ async fn a_service_is_added_listed_rolled_and_removed_from_the_command_line() {
     .await;
     assert!(ok, "{out}");
     assert_eq!(host.get("/members/path/x").await.status(), 401);
+    // What it was deployed with shows, config values aside.
+    let spec_file = support::temp_dir().join("warmish.toml");
+    std::fs::write(
+        &spec_file,
+        "routes = [\"/warmish/{*rest}\"]\ninstance_reuse = 5\n[limits]\nmemory_mib = 48\n",
+    )
+    .unwrap();
+    let (ok, out) = bazaar(
+        &host,
+        &[
+            "deploy",
+            "warmish",
+            file,
+            "--spec",
+            spec_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let shown = host.admin_json("/services/warmish").await;
+    assert_eq!(
+        (
+            &shown["access"],
+            &shown["instance_reuse"],
+            &shown["limits"]["memory_mib"]
+        ),
+        (&"public".into(), &5.into(), &48.into()),
+        "{shown}"
+    );
+    assert_eq!(
+        host.admin_json("/services/members").await["access"],
+        "authenticated"
+    );
+    let (ok, out) = bazaar(
+        &host,
+        &["deploy", "warmish", file, "--route", "/warmish/{*rest}"],
+    )
+    .await;
+    assert!(ok && out.contains("updated the spec of `warmish`"), "{out}");
+    assert_eq!(
+        host.admin_json("/services/warmish").await["instance_reuse"],
+        Value::Null,
+        "the spec given replaced the whole spec"
+    );
+    let (ok, out) = bazaar(
+        &host,
+        &[
+            "deploy",
+            "warmish",
+            file,
+            "--spec",
+            spec_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = bazaar(&host, &["services"]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("access: authenticated;")
+            && out.contains("48 MiB")
+            && out.contains("warm instances for 5 requests each"),
+        "{out}"
+    );
 
     // A file named relative to where the CLI runs is recorded absolute.
     let admin = format!("http://{}", host.running.admin_addr);

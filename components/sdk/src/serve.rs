@@ -121,7 +121,12 @@ fn write_response(mut response: Response, out: ResponseOutparam) {
         } else if let Some(write) = stream {
             write(&mut writer);
         } else if let Err(error) = writer.send(&response.body) {
-            log::warn(&format!("could not write the response body: {error}"));
+            // Closed: the client went away, or the host has every byte the
+            // content-length promised and let the body go before the last
+            // flush reported back; neither is the service's to warn about.
+            if error.kind() != std::io::ErrorKind::BrokenPipe {
+                log::warn(&format!("could not write the response body: {error}"));
+            }
         }
     }
     if let Err(error) = OutgoingBody::finish(body, None) {

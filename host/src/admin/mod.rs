@@ -130,6 +130,7 @@ impl AdminError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Deploy(e) => match e {
+                DeployError::Version(V::TooShort { .. }) => StatusCode::BAD_REQUEST,
                 DeployError::Load { .. }
                 | DeployError::NeedsSpec(_)
                 | DeployError::InvalidSpec { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -107,8 +107,10 @@ impl AdminClient {
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
                 .unwrap_or(text);
             if status == reqwest::StatusCode::UNAUTHORIZED {
+                // The host's message speaks to raw HTTP clients; this one
+                // to a CLI user.
                 bail!(
-                    "{message} (HTTP {status}); the token came from {}, and the host's is in its data directory's admin.token unless [admin] token or ${ADMIN_TOKEN_ENV} set it",
+                    "the admin API refused the admin token (HTTP {status}); the token came from {}, and the host's is in its data directory's admin.token unless [admin] token or ${ADMIN_TOKEN_ENV} set it",
                     self.token_from
                 );
             }

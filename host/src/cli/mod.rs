@@ -63,7 +63,8 @@ pub enum Command {
     Rollback {
         /// The service.
         service: String,
-        /// The version to activate (a hash prefix from `bazaar services`).
+        /// The version to activate: its hash, or the first 7 or more
+        /// characters of it, from `bazaar services`.
         #[arg(long)]
         to: Option<String>,
         /// Refuse (409) unless this version is current; by default the
@@ -181,8 +182,10 @@ pub struct SpecArgs {
     pub access: Option<String>,
     /// A TOML file with the same keys as a `[services.NAME]` section
     /// (`routes`, `calls`, `publishes`, `subscribes`,
-    /// `allowed_outbound_hosts`, `access`, `[[rules]]`, `[config]`); flags
-    /// add to it.
+    /// `allowed_outbound_hosts`, `access`, `[[rules]]`, `instance_reuse`,
+    /// `[limits]`, `[config]`); flags add to it. A deploy given a spec
+    /// (file or flags) replaces the service's whole spec; one given none
+    /// keeps it.
     #[arg(long = "spec")]
     pub spec_file: Option<PathBuf>,
 }
@@ -390,6 +393,11 @@ async fn deploy(
         println!(
             "added service `{service}` from {}: version {}",
             file.display(),
+            short(&outcome.version)
+        );
+    } else if outcome.changed && outcome.previous.as_deref() == Some(outcome.version.as_str()) {
+        println!(
+            "updated the spec of `{service}`: routes, grants, limits and config as given (version {} unchanged)",
             short(&outcome.version)
         );
     } else if outcome.changed {

@@ -35,6 +35,18 @@ pub fn services(services: &[ServiceStatus]) {
         if !s.subscribes.is_empty() {
             println!("  subscribes: {}", s.subscribes.join(" "));
         }
+        let warm = s
+            .instance_reuse
+            .map(|n| format!(", warm instances for {n} requests each"))
+            .unwrap_or_default();
+        println!(
+            "  access: {}; limits: {} at once, {} MiB, {} ms CPU, {} ms{warm}",
+            s.access,
+            s.limits.max_concurrency,
+            s.limits.memory_mib,
+            s.limits.cpu_time_ms,
+            s.limits.timeout_ms
+        );
         if let Some(error) = &s.error {
             println!("  error: {error}");
         }

@@ -73,7 +73,7 @@ fn versions_are_named_by_unique_prefixes_of_seven_or_more_digits() {
     );
     assert!(matches!(
         record.resolve("a00"),
-        Err(VersionError::Unknown { .. })
+        Err(VersionError::TooShort { .. })
     ));
     assert!(matches!(
         record.resolve("a0000000"),

@@ -30,6 +30,29 @@ pub struct ServiceStatus {
     pub versions: Vec<VersionStatus>,
     /// Why it has no version, or why its last deploy from its file failed.
     pub error: Option<String>,
+    /// Who may call its routes unless a rule says otherwise: `public`,
+    /// `authenticated` or `role:NAME`.
+    #[serde(default)]
+    pub access: String,
+    /// Requests and events one warm instance serves, when it keeps them.
+    #[serde(default)]
+    pub instance_reuse: Option<u32>,
+    /// The limits it runs under (its own, else the host's).
+    #[serde(default)]
+    pub limits: LimitsStatus,
+}
+
+/// The limits a service runs under, as `[limits]` spells them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LimitsStatus {
+    /// Requests and event deliveries at once.
+    pub max_concurrency: u32,
+    /// All memories of one instance together, in MiB.
+    pub memory_mib: usize,
+    /// CPU time per request or event, in milliseconds.
+    pub cpu_time_ms: u128,
+    /// Wall-clock time per request or event, in milliseconds.
+    pub timeout_ms: u128,
 }
 
 /// One kept version.
@@ -104,6 +127,14 @@ impl Deployer {
                     subscribes: spec.subscribes.clone(),
                     versions,
                     error: slot.error(),
+                    access: spec.access.clone().unwrap_or_else(|| "public".into()),
+                    instance_reuse: spec.instance_reuse,
+                    limits: LimitsStatus {
+                        max_concurrency: slot.context.limits.max_concurrency,
+                        memory_mib: slot.context.limits.memory_bytes >> 20,
+                        cpu_time_ms: slot.context.limits.cpu_time.as_millis(),
+                        timeout_ms: slot.context.limits.timeout.as_millis(),
+                    },
                 }
             })
             .collect()
