@@ -110,6 +110,10 @@ pub struct DeployOutcome {
     pub changed: bool,
     /// True when the service did not exist before.
     pub created: bool,
+    /// Its routes that share paths with another service's, when the deploy
+    /// set its routes: a client sees the more specific one.
+    #[serde(default)]
+    pub overlaps: Vec<crate::router::RouteOverlap>,
 }
 
 /// What a removal did.
@@ -378,8 +382,13 @@ impl Deployer {
             .await?;
 
         let loaded = Arc::new(loaded);
+        let mut overlaps = Vec::new();
         match next_snapshot {
             Some((snapshot, slot)) => {
+                overlaps = snapshot.overlaps(&name);
+                for overlap in &overlaps {
+                    tracing::warn!(service = %name, "{overlap}");
+                }
                 slot.swap(loaded);
                 self.registry.replace(snapshot);
             }
@@ -406,6 +415,7 @@ impl Deployer {
             previous: previous.filter(|_| changed),
             changed,
             created: existing.is_none(),
+            overlaps,
         })
     }
 
@@ -436,6 +446,7 @@ impl Deployer {
                 previous: None,
                 changed: false,
                 created: false,
+                overlaps: Vec::new(),
             });
         }
         let kept = record.versions.iter().find(|v| v.version == target);
@@ -464,6 +475,7 @@ impl Deployer {
             previous,
             changed: true,
             created: false,
+            overlaps: Vec::new(),
         })
     }
 

@@ -279,6 +279,11 @@ impl RegistrySnapshot {
         Some((self.services.get(matched.service)?, matched.pattern))
     }
 
+    /// The routes of `service` that share paths with another service's.
+    pub fn overlaps(&self, service: &str) -> Vec<crate::router::RouteOverlap> {
+        self.routes.overlaps(service)
+    }
+
     /// The service called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<ServiceSlot>> {
         self.services.get(name)

@@ -37,6 +37,29 @@ struct Route {
     service: String,
 }
 
+/// Two services' routes that match some of the same paths.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RouteOverlap {
+    /// The route of the service asked about.
+    pub pattern: String,
+    /// The other service.
+    pub other_service: String,
+    /// Its route.
+    pub other_pattern: String,
+    /// The service that answers the paths both match.
+    pub winner: String,
+}
+
+impl std::fmt::Display for RouteOverlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "route `{}` overlaps `{}` of service `{}`: `{}` answers the paths both match (the more specific pattern wins)",
+            self.pattern, self.other_pattern, self.other_service, self.winner
+        )
+    }
+}
+
 /// Why a route table could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
@@ -113,6 +136,34 @@ impl RouteTable {
         Ok(Self { routes })
     }
 
+    /// Each route of `service` that can match a path a route of another
+    /// service matches too: the more specific one answers those paths, so
+    /// one service may take some of another's.
+    pub fn overlaps(&self, service: &str) -> Vec<RouteOverlap> {
+        let mut found = Vec::new();
+        for own in self.routes.iter().filter(|r| r.service == service) {
+            for other in self.routes.iter().filter(|r| r.service != service) {
+                if can_share_a_path(&own.segments, &other.segments) {
+                    let own_wins = specificity(&own.segments, &other.segments).is_gt();
+                    found.push(RouteOverlap {
+                        pattern: own.pattern.clone(),
+                        other_service: other.service.clone(),
+                        other_pattern: other.pattern.clone(),
+                        winner: if own_wins { service } else { &other.service }.to_owned(),
+                    });
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            (&a.pattern, &a.other_service, &a.other_pattern).cmp(&(
+                &b.pattern,
+                &b.other_service,
+                &b.other_pattern,
+            ))
+        });
+        found
+    }
+
     /// The service owning `path`, if any.
     pub fn route(&self, path: &str) -> Option<RouteMatch<'_>> {
         let parts: Vec<&str> = split(path).collect();
@@ -169,6 +220,21 @@ fn matches(segments: &[Segment], parts: &[&str]) -> bool {
     segments.len() == parts.len()
 }
 
+/// Whether some path matches both patterns: segment by segment, two
+/// literals must agree, a `{param}` takes any one segment, and a `{*rest}`
+/// takes whatever the other pattern has left (zero segments or more).
+fn can_share_a_path(a: &[Segment], b: &[Segment]) -> bool {
+    let mut i = 0;
+    loop {
+        match (a.get(i), b.get(i)) {
+            (Some(Segment::Rest), _) | (_, Some(Segment::Rest)) | (None, None) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(Segment::Literal(x)), Some(Segment::Literal(y))) if x != y => return false,
+            _ => i += 1,
+        }
+    }
+}
+
 /// Orders two patterns by specificity: segment ranks left to right; when
 /// one is a prefix of the other, an exact end beats a `{*rest}` that would
 /// match nothing more, and otherwise the longer pattern wins.
@@ -191,6 +257,56 @@ fn specificity(a: &[Segment], b: &[Segment]) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn overlaps(entries: &[(&str, &str)], service: &str) -> Vec<String> {
+        table(entries)
+            .overlaps(service)
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {} {} {}",
+                    o.pattern, o.other_service, o.other_pattern, o.winner
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn routes_of_two_services_that_share_paths_are_found_with_the_one_that_wins() {
+        let demo = [
+            ("products", "/api/products"),
+            ("products", "/api/products/{*rest}"),
+            ("inventory", "/api/inventory/{*rest}"),
+        ];
+        let mut taking = demo.to_vec();
+        taking.push(("greeter", "/api/products/{id}"));
+        assert_eq!(
+            overlaps(&taking, "greeter"),
+            ["/api/products/{id} products /api/products/{*rest} greeter"]
+        );
+        let mut under = demo.to_vec();
+        under.push(("wide", "/api/{*rest}"));
+        assert_eq!(
+            overlaps(&under, "wide"),
+            [
+                "/api/{*rest} inventory /api/inventory/{*rest} inventory",
+                "/api/{*rest} products /api/products products",
+                "/api/{*rest} products /api/products/{*rest} products",
+            ]
+        );
+        let mut apart = demo.to_vec();
+        apart.extend([("orders", "/api/orders/{id}"), ("orders", "/api/ordersx")]);
+        assert!(overlaps(&apart, "orders").is_empty());
+        assert!(
+            overlaps(&[("a", "/x/{id}/y"), ("b", "/x/z/{w}/q")], "a").is_empty(),
+            "different lengths without a rest share nothing"
+        );
+        assert_eq!(
+            overlaps(&[("a", "/x/{id}"), ("b", "/{p}/z")], "a"),
+            ["/x/{id} b /{p}/z a"],
+            "both match /x/z"
+        );
+    }
 
     fn table(entries: &[(&str, &str)]) -> RouteTable {
         RouteTable::build(entries.iter().copied()).expect("valid routes")

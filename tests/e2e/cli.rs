@@ -125,6 +125,25 @@ async fn a_service_is_added_listed_rolled_and_removed_from_the_command_line() {
     .await;
     assert!(ok, "{out}");
     assert_eq!(host.get("/members/path/x").await.status(), 401);
+    // A route that takes paths from another service is allowed, with a
+    // warning naming both.
+    let (ok, out) = bazaar(
+        &host,
+        &["deploy", "taker", file, "--route", "/alpha/special/{*rest}"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "warning: route `/alpha/special/{*rest}` overlaps `/alpha/{*rest}` of service `alpha`: `taker` answers"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        host.get("/alpha/special/path/x").await.headers()["x-bazaar-service"],
+        "taker",
+        "the more specific route answers"
+    );
     // What it was deployed with shows, config values aside.
     let spec_file = support::temp_dir().join("warmish.toml");
     std::fs::write(

@@ -389,6 +389,9 @@ async fn deploy(
         )
         .body(bytes);
     let outcome: DeployOutcome = client.exchange(request).await?;
+    for overlap in &outcome.overlaps {
+        eprintln!("warning: {overlap}");
+    }
     if outcome.created {
         println!(
             "added service `{service}` from {}: version {}",
