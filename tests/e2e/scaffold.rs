@@ -247,3 +247,36 @@ async fn the_python_reviews_service_joins_the_running_retailer() {
     assert_eq!(listed["average_rating"], 5.0);
     host.stop().await;
 }
+
+/// Scaffolding a service under a name the gateway file already runs says
+/// that deploying it under that name would replace that service.
+#[test]
+fn a_scaffold_named_after_a_configured_service_is_warned_about() {
+    let dir = support::temp_dir();
+    let config = support::binary_config(
+        &dir,
+        "[services.users]\ncomponent = \"users.wasm\"\nroutes = [\"/api/users\"]\n",
+    );
+    let new = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_bazaar"))
+            .arg("--config")
+            .arg(&config)
+            .args(["new", name, "--dir"])
+            .arg(dir.join(name))
+            .output()
+            .expect("bazaar new should run")
+    };
+    let taken = new("users");
+    assert!(taken.status.success());
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert!(
+        said.contains("already has a service `users`") && said.contains("replaces it"),
+        "{said}"
+    );
+    let free = new("wishes");
+    assert!(free.status.success());
+    assert!(
+        !String::from_utf8_lossy(&free.stderr).contains("already has"),
+        "no note for a new name"
+    );
+}

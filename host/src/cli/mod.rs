@@ -238,7 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Serve { watch } => serve(&config, watch).await,
-        Command::New(args) => new::run(&args),
+        Command::New(args) => new::run(&args, &config),
         Command::Token {
             subject,
             roles,

@@ -56,8 +56,10 @@ pub struct NewArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Writes the scaffold and prints what to do next.
-pub fn run(args: &NewArgs) -> anyhow::Result<()> {
+/// Writes the scaffold and prints what to do next; warns when the gateway
+/// file at `config` already runs a service of that name (deploying the
+/// scaffold under it would replace that service).
+pub fn run(args: &NewArgs, config: &Path) -> anyhow::Result<()> {
     let project = Project::new(&args.name, args.lang)?;
     let dir = args
         .dir
@@ -66,6 +68,16 @@ pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     ensure_usable(&dir)?;
     write(&dir, &project.files()?)?;
     println!("{}", project.next_steps(&dir));
+    let taken = config.exists()
+        && crate::config::GatewayConfig::load(config)
+            .is_ok_and(|gateway| gateway.services.contains_key(&args.name));
+    if taken {
+        eprintln!(
+            "note: {} already has a service `{}`; deploying this scaffold under that name replaces it",
+            config.display(),
+            args.name
+        );
+    }
     Ok(())
 }
 
