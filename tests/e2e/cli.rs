@@ -151,17 +151,14 @@ async fn a_service_is_added_listed_rolled_and_removed_from_the_command_line() {
         "routes = [\"/warmish/{*rest}\"]\ninstance_reuse = 5\n[limits]\nmemory_mib = 48\n",
     )
     .unwrap();
-    let (ok, out) = bazaar(
-        &host,
-        &[
-            "deploy",
-            "warmish",
-            file,
-            "--spec",
-            spec_file.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let with_spec = [
+        "deploy",
+        "warmish",
+        file,
+        "--spec",
+        spec_file.to_str().unwrap(),
+    ];
+    let (ok, out) = bazaar(&host, &with_spec).await;
     assert!(ok, "{out}");
     let shown = host.admin_json("/services/warmish").await;
     assert_eq!(
@@ -188,17 +185,7 @@ async fn a_service_is_added_listed_rolled_and_removed_from_the_command_line() {
         Value::Null,
         "the spec given replaced the whole spec"
     );
-    let (ok, out) = bazaar(
-        &host,
-        &[
-            "deploy",
-            "warmish",
-            file,
-            "--spec",
-            spec_file.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let (ok, out) = bazaar(&host, &with_spec).await;
     assert!(ok, "{out}");
     let (ok, out) = bazaar(&host, &["services"]).await;
     assert!(ok, "{out}");
