@@ -59,15 +59,16 @@ pub async fn resolve_fleet(
 /// token file in the data directory, generating that file on first use.
 pub fn resolve(config: &GatewayConfig, data_dir: &Path) -> anyhow::Result<String> {
     match configured(config)? {
-        Some(token) => Ok(token),
+        Some((token, _)) => Ok(token),
         None => secrets::read_or_generate(&token_path(data_dir))
             .context("cannot set up the admin token"),
     }
 }
 
 /// The admin token if one is set or was generated before, without
-/// generating one. A blank or short token is an error.
-pub fn configured(config: &GatewayConfig) -> anyhow::Result<Option<String>> {
+/// generating one, and where it came from. A blank or short token is an
+/// error.
+pub fn configured(config: &GatewayConfig) -> anyhow::Result<Option<(String, String)>> {
     let given = match std::env::var(ADMIN_TOKEN_ENV) {
         Ok(token) => Some((token, format!("${ADMIN_TOKEN_ENV}"))),
         Err(_) => config
@@ -87,9 +88,10 @@ pub fn configured(config: &GatewayConfig) -> anyhow::Result<Option<String>> {
                 format!("only {} characters", token.len())
             }
         );
-        return Ok(Some(token.to_owned()));
+        return Ok(Some((token.to_owned(), origin)));
     }
-    secrets::read_private(&token_path(&config.data_dir()))
+    let path = token_path(&config.data_dir());
+    Ok(secrets::read_private(&path)?.map(|token| (token, path.display().to_string())))
 }
 
 #[cfg(test)]

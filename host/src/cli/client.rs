@@ -1,6 +1,6 @@
 //! A client of a running host's admin API, for the CLI.
 
-use crate::admin::token::{ADMIN_TOKEN_ENV, configured, token_path};
+use crate::admin::token::{ADMIN_TOKEN_ENV, configured};
 use crate::config::GatewayConfig;
 use anyhow::{Context as _, bail};
 use std::path::Path;
@@ -41,20 +41,9 @@ impl AdminClient {
         };
         let (token, token_from) = match (args.token, &config) {
             (Some(token), _) => (token, "--token".to_owned()),
-            (None, Some(config)) => {
-                let token = configured(config)?.with_context(|| {
-                    format!("no admin token: set {ADMIN_TOKEN_ENV}, pass --token, or start the host once so it writes one")
-                })?;
-                // The order `configured` looks in.
-                let from = if std::env::var_os(ADMIN_TOKEN_ENV).is_some() {
-                    format!("${ADMIN_TOKEN_ENV}")
-                } else if config.admin.token.is_some() {
-                    format!("[admin] token in {}", config_path.display())
-                } else {
-                    token_path(&config.data_dir()).display().to_string()
-                };
-                (token, from)
-            }
+            (None, Some(config)) => configured(config)?.with_context(|| {
+                format!("no admin token: set {ADMIN_TOKEN_ENV}, pass --token, or start the host once so it writes one")
+            })?,
             (None, None) => bail!("pass --token or set {ADMIN_TOKEN_ENV}"),
         };
         Ok(Self {
