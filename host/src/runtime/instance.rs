@@ -35,22 +35,38 @@ impl Live {
         Ok((live, started.elapsed()))
     }
 
+    /// `live` if there is one, else a new instance of `version` made in
+    /// `store`, with how long making it took (which `made_in` records).
+    pub(super) async fn ready(
+        live: Option<Self>,
+        store: &mut Store<RequestState>,
+        version: &LoadedService,
+        made_in: &mut Duration,
+    ) -> wasmtime::Result<(Self, Option<Duration>)> {
+        match live {
+            Some(live) => Ok((live, None)),
+            None => {
+                let (live, took) = Self::make(store, version).await?;
+                *made_in = took;
+                Ok((live, Some(took)))
+            }
+        }
+    }
+
     /// Its HTTP handler; `version` must be the one it was made from.
     pub(super) fn http(
         &mut self,
         store: &mut Store<RequestState>,
         version: &LoadedService,
     ) -> wasmtime::Result<&Proxy> {
-        match &mut self.http {
-            Some(proxy) => Ok(proxy),
-            slot @ None => {
-                let indices = version
-                    .http
-                    .as_ref()
-                    .ok_or_else(|| wasmtime::format_err!("the component has no HTTP handler"))?;
-                Ok(slot.insert(indices.load(store, &self.instance)?))
-            }
-        }
+        let Self { instance, http, .. } = self;
+        loaded(http, || {
+            version
+                .http
+                .as_ref()
+                .ok_or_else(|| wasmtime::format_err!("the component has no HTTP handler"))?
+                .load(store, instance)
+        })
     }
 
     /// Its event handler; `version` must be the one it was made from.
@@ -59,15 +75,26 @@ impl Live {
         store: &mut Store<RequestState>,
         version: &LoadedService,
     ) -> wasmtime::Result<&EventHandler> {
-        match &mut self.events {
-            Some(handler) => Ok(handler),
-            slot @ None => {
-                let indices = version
-                    .events
-                    .as_ref()
-                    .ok_or_else(|| wasmtime::format_err!("the component has no event handler"))?;
-                Ok(slot.insert(indices.load(store, &self.instance)?))
-            }
-        }
+        let Self {
+            instance, events, ..
+        } = self;
+        loaded(events, || {
+            version
+                .events
+                .as_ref()
+                .ok_or_else(|| wasmtime::format_err!("the component has no event handler"))?
+                .load(store, instance)
+        })
+    }
+}
+
+/// What `slot` holds, loaded into it by `load` the first time.
+fn loaded<T>(
+    slot: &mut Option<T>,
+    load: impl FnOnce() -> wasmtime::Result<T>,
+) -> wasmtime::Result<&T> {
+    match slot {
+        Some(held) => Ok(held),
+        empty @ None => Ok(empty.insert(load()?)),
     }
 }

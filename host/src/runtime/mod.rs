@@ -380,14 +380,8 @@ impl Runtime {
             let meter = Arc::clone(&record.meter);
             let mut in_flight = None;
             let run = async {
-                let (mut live, made) = match live.take() {
-                    Some(live) => (live, None),
-                    None => {
-                        let (live, took) = Live::make(&mut store, &version).await?;
-                        record.made_in = took;
-                        (live, Some(took))
-                    }
-                };
+                let (mut live, made) =
+                    Live::ready(live.take(), &mut store, &version, &mut record.made_in).await?;
                 in_flight = Some(crate::metrics::InFlight::start(&service.metrics, made));
                 live.http(&mut store, &version)?
                     .wasi_http_incoming_handler()
@@ -480,14 +474,8 @@ impl Runtime {
         let mut store = ending::RunningStore::new(store);
         let meter = Arc::clone(&record.meter);
         let run = async {
-            let (mut live, made) = match live.take() {
-                Some(live) => (live, None),
-                None => {
-                    let (live, took) = Live::make(&mut store, version).await?;
-                    record.made_in = took;
-                    (live, Some(took))
-                }
-            };
+            let (mut live, made) =
+                Live::ready(live.take(), &mut store, version, &mut record.made_in).await?;
             let _in_flight = crate::metrics::InFlight::start(&service.metrics, made);
             let outcome = live
                 .events(&mut store, version)?
