@@ -179,8 +179,9 @@ impl Refill {
         let Some(store) = store.returned() else {
             return;
         };
-        store.data().flush_output();
+        // A store dropped here writes its partial lines out itself.
         let Some(pool) = &service.warm else { return };
+        store.data().flush_output();
         if store.data().limiter.refusal().is_some() {
             return;
         }
