@@ -115,6 +115,7 @@ def main(argv):
         ctx.log("load cases")
         result["load"] = cases.run_all(ctx)
         result["instantiation"] = cases.instantiation(result["load"])
+        result["cpu_budget"] = cases.cpu_budget(result["load"], result["machine"]["cores"])
     if "memory" in only:
         result["memory"] = lifecycle.memory(ctx)
     if "swap" in only:

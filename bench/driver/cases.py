@@ -33,10 +33,11 @@ def gateway_services(ctx, extra):
     return services
 
 
-def measured(ctx, key, label, url, method=None, body=None):
+def measured(ctx, key, label, server, url, method=None, body=None):
+    """One case against `url`, served by `server` (a procs.Server)."""
     ctx.log(f"  ({key}) {label}")
     try:
-        return case(key, label, runs=ctx.runner.measure(url, method, body, ctx.log))
+        return case(key, label, runs=ctx.runner.measure(server, url, method, body, ctx.log))
     except LoadError as e:
         return case(key, label, "failed", str(e))
 
@@ -44,7 +45,7 @@ def measured(ctx, key, label, url, method=None, body=None):
 def native_cases(ctx):
     server = Native(ctx.native, ctx.workdir)
     try:
-        return [measured(ctx, "a", "native axum (ceiling)", server.url + "/hello")]
+        return [measured(ctx, "a", "native axum (ceiling)", server.server, server.url + "/hello")]
     finally:
         server.stop()
 
@@ -56,14 +57,15 @@ def bazaar_fresh_cases(ctx):
         status, _, _ = Client(host.url).request("PUT", KV_PATH, body=KV_VALUE)
         assert status == 204, f"priming the key-value route answered {status}"
         results = [
-            measured(ctx, "b", "Bazaar hello, fresh instances", host.url + "/hello"),
-            measured(ctx, "e-read", "Bazaar key-value read", host.url + KV_PATH),
-            measured(ctx, "e-write", "Bazaar key-value write", host.url + KV_PATH,
+            measured(ctx, "b", "Bazaar hello, fresh instances", host.server, host.url + "/hello"),
+            measured(ctx, "e-read", "Bazaar key-value read", host.server, host.url + KV_PATH),
+            measured(ctx, "e-write", "Bazaar key-value write", host.server,
+                     host.url + KV_PATH,
                      "PUT", KV_VALUE),
         ]
         if ctx.py:
             results.append(measured(ctx, "f-bazaar-fresh", "Bazaar Python, fresh instances",
-                                    host.url + "/py"))
+                                    host.server, host.url + "/py"))
         return results
     finally:
         host.stop()
@@ -86,7 +88,7 @@ def bazaar_warm_cases(ctx):
         return [case(k, label, "not available", reason) for k, label, _ in labels]
     try:
         host.wait_services()
-        return [measured(ctx, k, label, host.url + path) for k, label, path in labels]
+        return [measured(ctx, k, label, host.server, host.url + path) for k, label, path in labels]
     finally:
         host.stop()
 
@@ -113,7 +115,7 @@ def wasmtime_cases(ctx):
             results.append(case(key, label, "failed", str(e)))
             continue
         try:
-            results.append(measured(ctx, key, label, server.url + "/hello"))
+            results.append(measured(ctx, key, label, server.server, server.url + "/hello"))
         finally:
             server.stop()
     return results
@@ -177,6 +179,31 @@ def add_ratios(results):
         for c in results:
             for run in c["runs"]:
                 ref = base.get(run["connections"])
-                for metric in ("rps", "p50_ms", "p99_ms"):
-                    ok = ref is not None and ref[metric] > 0
+                for metric in ("rps", "p50_ms", "p99_ms", "server_cpu_us"):
+                    ok = ref is not None and (ref.get(metric) or 0) > 0 and \
+                        run.get(metric) is not None
                     run[f"{metric}_vs_{name}"] = round(run[metric] / ref[metric], 3) if ok else None
+
+
+def cpu_budget(results, cores, share=0.7):
+    """What `share` of native's throughput would leave a server in CPU per
+    request, at each connection count of (a): the server and wrk share the
+    machine's cores, so req/s can be at most cores / (server + wrk CPU per
+    request); wrk's CPU per request is the native run's."""
+    native = next((c for c in results if c["key"] == "a" and c["status"] == "ok"), None)
+    if native is None:
+        return []
+    budgets = []
+    for run in native["runs"]:
+        if run["connections"] < 2 or not run.get("client_cpu_us"):
+            continue
+        target = share * run["rps"]
+        budgets.append({
+            "connections": run["connections"],
+            "share": share,
+            "target_rps": round(target),
+            "wrk_cpu_us": run["client_cpu_us"],
+            "server_budget_us": round(cores * 1e6 / target - run["client_cpu_us"], 2),
+            "native_cpu_us": run["server_cpu_us"],
+        })
+    return budgets

@@ -3,6 +3,7 @@ the JSON line `report.lua` prints."""
 
 import json
 import os
+import resource
 import subprocess
 import threading
 import time
@@ -25,12 +26,17 @@ def wrk(url, connections, seconds, threads, method=None, body=None):
         "wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s",
         "--timeout", "5s", "-s", REPORT_LUA, url,
     ]
+    # wrk's own CPU: the children reaped during the run are wrk alone (the
+    # servers are reaped only when stopped, never during a load run).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=seconds + 60
         )
     except subprocess.TimeoutExpired as e:
         raise LoadError(f"wrk did not finish: {e}") from e
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     for line in done.stdout.splitlines():
         if line.startswith("BENCH-RESULT "):
             raw = json.loads(line[len("BENCH-RESULT "):])
@@ -45,8 +51,13 @@ def wrk(url, connections, seconds, threads, method=None, body=None):
                 "max_ms": raw["max_us"] / 1000,
                 "errors": errors,
                 "non_2xx": raw["status_errors"],
+                "client_cpu_us": per_request_us(client_cpu, raw["requests"]),
             }
     raise LoadError(f"wrk printed no figures (exit {done.returncode}): {done.stderr.strip()}")
+
+
+def per_request_us(cpu_seconds, requests):
+    return round(cpu_seconds * 1e6 / requests, 2) if requests else None
 
 
 class RssSampler:
@@ -79,14 +90,19 @@ class LoadRunner:
         self.connections, self.seconds = connections, seconds
         self.warmup, self.threads = warmup, threads
 
-    def measure(self, url, method=None, body=None, log=print):
+    def measure(self, server, url, method=None, body=None, log=print):
+        """Every connection count against `url`, served by `server` (a
+        procs.Server), whose CPU per request each run records."""
         runs = []
         for conns in self.connections:
             if self.warmup:
                 # Discarded: lets pools, caches and the JIT-free paths settle.
                 wrk(url, conns, self.warmup, self.threads, method, body)
+            cpu = server.cpu_seconds()
             run = wrk(url, conns, self.seconds, self.threads, method, body)
+            run["server_cpu_us"] = per_request_us(server.cpu_seconds() - cpu, run["requests"])
             log(f"    {conns:>3} conns: {run['rps']:>9.0f} req/s  p50 {run['p50_ms']:.2f} ms"
-                f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}")
+                f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}"
+                f"  CPU/request {run['server_cpu_us']} us (wrk {run['client_cpu_us']} us)")
             runs.append(run)
         return runs

@@ -38,9 +38,14 @@ def ratio(value):
     return "-" if value is None else f"{value:.2f}x"
 
 
+def number(value, digits=1):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def load_table(cases):
     head = (f"{'case':<52} {'conns':>5} {'req/s':>9} {'xa':>7} {'xd':>7} "
-            f"{'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}")
+            f"{'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}"
+            f" {'CPU us':>7} {'xa':>7}")
     lines = [head, "-" * len(head)]
     for c in cases:
         label = f"({c['key']}) {c['label']}"
@@ -55,7 +60,8 @@ def load_table(cases):
                 f"{run['p50_ms']:>7.2f} {ratio(run['p50_ms_vs_native']):>7} "
                 f"{ratio(run['p50_ms_vs_wasmtime']):>7} {run['p99_ms']:>7.2f} "
                 f"{ratio(run['p99_ms_vs_native']):>7} {ratio(run['p99_ms_vs_wasmtime']):>7} "
-                f"{run['errors']:>6}")
+                f"{run['errors']:>6} {number(run.get('server_cpu_us')):>7} "
+                f"{ratio(run.get('server_cpu_us_vs_native')):>7}")
             label = ""
     return "\n".join(lines)
 
@@ -70,6 +76,8 @@ def render(result):
         f" after {r['warmup_seconds']} s warm-up, loopback",
         "xa = ratio to (a) native axum, xd = ratio to (d) wasmtime serve defaults"
         " (same connections; for latency below 1x is faster)",
+        "CPU us = the server's user+system CPU (every thread, from /proc) over the run's"
+        " requests, in microseconds per request",
         "",
         load_table(result["load"]),
         "",
@@ -78,6 +86,13 @@ def render(result):
         out.append(
             f"instantiation per request, {e['host']}: {e['ms']:.2f} ms"
             f" (1-connection p50, ({e['fresh_case']}) minus ({e['warm_case']}))")
+    for b in result.get("cpu_budget") or []:
+        out.append(
+            f"CPU budget at {b['connections']} connections: {b['share']}x native is"
+            f" {b['target_rps']} req/s; with wrk taking {b['wrk_cpu_us']:.1f} us per request"
+            f" on the {m['cores']} cores, that leaves a server at most"
+            f" {b['server_budget_us']:.1f} us per request (native axum uses"
+            f" {number(b['native_cpu_us'])})")
     for s in result.get("hot_swap") or []:
         out.append(
             f"hot swap {s['component']} ({s['bytes'] / 1e6:.1f} MB), deploy call to first new"
