@@ -7,13 +7,13 @@ mod tests;
 use crate::error::{Error, Result};
 use crate::request::{Method, Request};
 use crate::response::Response;
-use pattern::Segment;
 
 type Handler = Box<dyn Fn(Request) -> Result<Response>>;
 
 struct Route {
     method: Method,
-    segments: Vec<Segment>,
+    /// The pattern's text, read by `pattern`'s functions at each match.
+    pattern: Box<str>,
     handler: Handler,
 }
 
@@ -45,7 +45,7 @@ impl Router {
     ) -> Self {
         self.routes.push(Route {
             method,
-            segments: pattern::parse(pattern),
+            pattern: pattern.into(),
             handler: Box::new(handler),
         });
         self
@@ -105,12 +105,12 @@ impl Router {
         let matching: Vec<&Route> = self
             .routes
             .iter()
-            .filter(|route| pattern::matches(&route.segments, &parts))
+            .filter(|route| pattern::matches(&route.pattern, &parts))
             .collect();
         let Some(route) = best(&matching, &request.method) else {
             return refuse(&request, &matching);
         };
-        request.params = match pattern::params(&route.segments, &parts) {
+        request.params = match pattern::params(&route.pattern, &parts) {
             Ok(params) => params,
             Err(name) => {
                 return Error::bad_request(format!(
@@ -141,7 +141,7 @@ fn best<'r>(matching: &[&'r Route], method: &Method) -> Option<&'r Route> {
             continue;
         }
         let better = best.is_none_or(|current| {
-            pattern::specificity(&route.segments, &current.segments)
+            pattern::specificity(&route.pattern, &current.pattern)
                 .then(exact(route).cmp(&exact(current)))
                 .is_gt()
         });

@@ -4,18 +4,23 @@
 
 use std::cmp::Ordering;
 
-/// One segment of a route pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Segment {
+/// One segment of a route pattern, borrowed from the pattern's text.
+///
+/// Patterns are kept as text and read segment by segment at each match:
+/// a fresh instance builds its router for every request, so parsing every
+/// pattern up front (a vector and a string per segment) cost more than the
+/// matching it was meant to speed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Segment<'p> {
     /// Matches exactly this text.
-    Literal(String),
+    Literal(&'p str),
     /// `{name}`: matches any one segment.
-    Param(String),
+    Param(&'p str),
     /// `{*name}`: matches the rest of the path, zero or more segments.
-    Rest(String),
+    Rest(&'p str),
 }
 
-impl Segment {
+impl Segment<'_> {
     /// Higher is more specific.
     fn rank(&self) -> u8 {
         match self {
@@ -31,67 +36,70 @@ pub(crate) fn split(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
-/// Parses `pattern`. A `{*rest}` ends the pattern: segments after it could
-/// never match and are ignored.
-pub(crate) fn parse(pattern: &str) -> Vec<Segment> {
-    let mut segments = Vec::new();
-    for part in split(pattern) {
+/// The segments of `pattern`. A `{*rest}` ends the pattern: segments after
+/// it could never match and are left out.
+pub(crate) fn segments(pattern: &str) -> impl Iterator<Item = Segment<'_>> {
+    let mut ended = false;
+    split(pattern).map_while(move |part| {
+        if ended {
+            return None;
+        }
         let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
             Some(name) => match name.strip_prefix('*') {
-                Some(rest) => Segment::Rest(rest.to_owned()),
-                None => Segment::Param(name.to_owned()),
+                Some(rest) => Segment::Rest(rest),
+                None => Segment::Param(name),
             },
-            None => Segment::Literal(part.to_owned()),
+            None => Segment::Literal(part),
         };
-        let is_rest = matches!(segment, Segment::Rest(_));
-        segments.push(segment);
-        if is_rest {
-            break;
-        }
-    }
-    segments
+        ended = matches!(segment, Segment::Rest(_));
+        Some(segment)
+    })
 }
 
-/// Whether `segments` match the path split into `parts`.
-pub(crate) fn matches(segments: &[Segment], parts: &[&str]) -> bool {
-    for (i, segment) in segments.iter().enumerate() {
+/// Whether `pattern` matches the path split into `parts`.
+pub(crate) fn matches(pattern: &str, parts: &[&str]) -> bool {
+    let mut count = 0;
+    for (i, segment) in segments(pattern).enumerate() {
         match segment {
             Segment::Rest(_) => return true,
             Segment::Param(_) if i < parts.len() => {}
-            Segment::Literal(text) if parts.get(i) == Some(&text.as_str()) => {}
+            Segment::Literal(text) if parts.get(i) == Some(&text) => {}
             _ => return false,
         }
+        count = i + 1;
     }
-    segments.len() == parts.len()
+    count == parts.len()
 }
 
-/// The parameters of a path that [`matches`] `segments`, percent-decoded;
+/// The parameters of a path that [`matches`] `pattern`, percent-decoded;
 /// `Err` names a parameter that is not UTF-8 once decoded.
-pub(crate) fn params(
-    segments: &[Segment],
-    parts: &[&str],
-) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn params(pattern: &str, parts: &[&str]) -> Result<Vec<(String, String)>, String> {
     let mut params = Vec::new();
-    for (i, segment) in segments.iter().enumerate() {
+    for (i, segment) in segments(pattern).enumerate() {
         let (name, raw) = match segment {
             Segment::Literal(_) => continue,
             Segment::Param(name) => (name, parts.get(i).copied().unwrap_or_default().to_owned()),
             Segment::Rest(name) => (name, parts.get(i..).unwrap_or_default().join("/")),
         };
-        let value = crate::percent::decode_path(&raw).ok_or_else(|| name.clone())?;
-        params.push((name.clone(), value));
+        let value = crate::percent::decode_path(&raw).ok_or_else(|| name.to_owned())?;
+        params.push((name.to_owned(), value));
     }
     Ok(params)
 }
 
 /// Orders two patterns by specificity: segment ranks left to right, then
 /// the longer pattern. `Greater` means `a` is more specific.
-pub(crate) fn specificity(a: &[Segment], b: &[Segment]) -> Ordering {
-    for (x, y) in a.iter().zip(b) {
-        match x.rank().cmp(&y.rank()) {
-            Ordering::Equal => {}
-            other => return other,
+pub(crate) fn specificity(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (segments(a), segments(b));
+    loop {
+        match (a.next(), b.next()) {
+            (Some(x), Some(y)) => match x.rank().cmp(&y.rank()) {
+                Ordering::Equal => {}
+                other => return other,
+            },
+            (Some(_), None) => return Ordering::Greater,
+            (None, Some(_)) => return Ordering::Less,
+            (None, None) => return Ordering::Equal,
         }
     }
-    a.len().cmp(&b.len())
 }
