@@ -180,30 +180,43 @@ def add_ratios(results):
             for run in c["runs"]:
                 ref = base.get(run["connections"])
                 for metric in ("rps", "p50_ms", "p99_ms", "server_cpu_us"):
-                    ok = ref is not None and (ref.get(metric) or 0) > 0 and \
-                        run.get(metric) is not None
+                    ok = (ref is not None and (ref.get(metric) or 0) > 0
+                          and run.get(metric) is not None)
                     run[f"{metric}_vs_{name}"] = round(run[metric] / ref[metric], 3) if ok else None
 
 
+# The cases whose CPU the budget lines compare: the ceiling, warm
+# instances and `wasmtime serve`'s reuse, the rows of the 0.7x target.
+BUDGET_CASES = ["a", "c", "d-reuse"]
+
+
 def cpu_budget(results, cores, share=0.7):
-    """What `share` of native's throughput would leave a server in CPU per
-    request, at each connection count of (a): the server and wrk share the
-    machine's cores, so req/s can be at most cores / (server + wrk CPU per
-    request); wrk's CPU per request is the native run's."""
-    native = next((c for c in results if c["key"] == "a" and c["status"] == "ok"), None)
-    if native is None:
+    """The CPU per request, server and wrk together, at which `share` of
+    native's req/s is possible at all, for each connection count of (a)
+    but one (a single connection is bound by latency, not CPU): the two
+    share the machine's cores, so req/s is at most cores / (server + wrk
+    CPU per request). Beside it, what the cases of BUDGET_CASES used."""
+    by_key = {c["key"]: c for c in results if c["status"] == "ok"}
+    if "a" not in by_key:
         return []
     budgets = []
-    for run in native["runs"]:
-        if run["connections"] < 2 or not run.get("client_cpu_us"):
+    for run in by_key["a"]["runs"]:
+        if run["connections"] < 2:
             continue
         target = share * run["rps"]
+        used = {}
+        for key in BUDGET_CASES:
+            same = [r for r in by_key.get(key, {}).get("runs", [])
+                    if r["connections"] == run["connections"]]
+            server = same[0].get("server_cpu_us") if same else None
+            client = same[0].get("client_cpu_us") if same else None
+            if server is not None and client is not None:
+                used[key] = round(server + client, 2)
         budgets.append({
             "connections": run["connections"],
             "share": share,
             "target_rps": round(target),
-            "wrk_cpu_us": run["client_cpu_us"],
-            "server_budget_us": round(cores * 1e6 / target - run["client_cpu_us"], 2),
-            "native_cpu_us": run["server_cpu_us"],
+            "total_budget_us": round(cores * 1e6 / target, 2),
+            "total_used_us": used,
         })
     return budgets

@@ -57,6 +57,7 @@ def wrk(url, connections, seconds, threads, method=None, body=None):
 
 
 def per_request_us(cpu_seconds, requests):
+    """CPU seconds spread over `requests`, in microseconds; None for none."""
     return round(cpu_seconds * 1e6 / requests, 2) if requests else None
 
 
@@ -98,11 +99,16 @@ class LoadRunner:
             if self.warmup:
                 # Discarded: lets pools, caches and the JIT-free paths settle.
                 wrk(url, conns, self.warmup, self.threads, method, body)
-            cpu = server.cpu_seconds()
-            run = wrk(url, conns, self.seconds, self.threads, method, body)
-            run["server_cpu_us"] = per_request_us(server.cpu_seconds() - cpu, run["requests"])
+            try:
+                cpu = server.cpu_seconds()
+                run = wrk(url, conns, self.seconds, self.threads, method, body)
+                run["server_cpu_us"] = per_request_us(server.cpu_seconds() - cpu,
+                                                      run["requests"])
+            except OSError as e:
+                raise LoadError(f"{server.name} is gone: {e}") from e
             log(f"    {conns:>3} conns: {run['rps']:>9.0f} req/s  p50 {run['p50_ms']:.2f} ms"
                 f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}"
-                f"  CPU/request {run['server_cpu_us']} us (wrk {run['client_cpu_us']} us)")
+                f"  CPU per request {run['server_cpu_us'] or '-'} us"
+                f" (wrk {run['client_cpu_us'] or '-'} us)")
             runs.append(run)
         return runs

@@ -18,7 +18,8 @@ def machine():
         mem_kib = int(f.readline().split()[1])
     return {
         "cpu": cpu,
-        "cores": os.cpu_count(),
+        # The cores this process may run on, which wrk and the servers share.
+        "cores": len(os.sched_getaffinity(0)),
         "kernel": platform.release(),
         "ram_gib": round(mem_kib / 1024 / 1024, 1),
         "os": platform.platform(terse=True),
@@ -39,13 +40,14 @@ def ratio(value):
 
 
 def number(value, digits=1):
+    """`value` with `digits` decimals, or `-` when there is none."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 def load_table(cases):
     head = (f"{'case':<52} {'conns':>5} {'req/s':>9} {'xa':>7} {'xd':>7} "
             f"{'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}"
-            f" {'CPU us':>7} {'xa':>7}")
+            f" {'CPU us':>7} {'xa':>7} {'wrk us':>7}")
     lines = [head, "-" * len(head)]
     for c in cases:
         label = f"({c['key']}) {c['label']}"
@@ -61,7 +63,8 @@ def load_table(cases):
                 f"{ratio(run['p50_ms_vs_wasmtime']):>7} {run['p99_ms']:>7.2f} "
                 f"{ratio(run['p99_ms_vs_native']):>7} {ratio(run['p99_ms_vs_wasmtime']):>7} "
                 f"{run['errors']:>6} {number(run.get('server_cpu_us')):>7} "
-                f"{ratio(run.get('server_cpu_us_vs_native')):>7}")
+                f"{ratio(run.get('server_cpu_us_vs_native')):>7} "
+                f"{number(run.get('client_cpu_us')):>7}")
             label = ""
     return "\n".join(lines)
 
@@ -77,7 +80,7 @@ def render(result):
         "xa = ratio to (a) native axum, xd = ratio to (d) wasmtime serve defaults"
         " (same connections; for latency below 1x is faster)",
         "CPU us = the server's user+system CPU (every thread, from /proc) over the run's"
-        " requests, in microseconds per request",
+        " requests, in microseconds per request; wrk us = the same for wrk",
         "",
         load_table(result["load"]),
         "",
@@ -87,12 +90,12 @@ def render(result):
             f"instantiation per request, {e['host']}: {e['ms']:.2f} ms"
             f" (1-connection p50, ({e['fresh_case']}) minus ({e['warm_case']}))")
     for b in result.get("cpu_budget") or []:
+        used = ", ".join(f"({k}) {v:.1f}" for k, v in b["total_used_us"].items())
         out.append(
             f"CPU budget at {b['connections']} connections: {b['share']}x native is"
-            f" {b['target_rps']} req/s; with wrk taking {b['wrk_cpu_us']:.1f} us per request"
-            f" on the {m['cores']} cores, that leaves a server at most"
-            f" {b['server_budget_us']:.1f} us per request (native axum uses"
-            f" {number(b['native_cpu_us'])})")
+            f" {b['target_rps']} req/s, possible only if server and wrk together use at most"
+            f" {b['total_budget_us']:.1f} us of CPU per request on the {m['cores']} cores;"
+            f" used: {used or 'not measured'}")
     for s in result.get("hot_swap") or []:
         out.append(
             f"hot swap {s['component']} ({s['bytes'] / 1e6:.1f} MB), deploy call to first new"
