@@ -73,6 +73,28 @@ fn rest_matches_zero_segments() {
 }
 
 #[test]
+fn segments_after_a_rest_are_ignored() {
+    // `/a/{*r}/b` is `/a/{*r}`: it matches `/a` and ties with it (it is
+    // not longer), so the first registered wins.
+    let router = Router::new()
+        .get("/a/{*r}", answer("first"))
+        .get("/a/{*r}/b", answer("second"));
+    assert_eq!(body(&router, Method::Get, "/a").1, "first r=");
+    assert_eq!(body(&router, Method::Get, "/a/x/y").1, "first r=x/y");
+}
+
+#[test]
+fn the_root_pattern_matches_only_the_root_and_empty_segments_are_ignored() {
+    let router = Router::new()
+        .get("/", answer("root"))
+        .get("//x//{id}/", answer("x"));
+    assert_eq!(body(&router, Method::Get, "/").1, "root ");
+    assert_eq!(body(&router, Method::Get, "/x/7").1, "x id=7");
+    assert_eq!(body(&router, Method::Get, "/x//7/").1, "x id=7");
+    assert_eq!(body(&router, Method::Get, "/y").0, 404);
+}
+
+#[test]
 fn params_and_rest_are_percent_decoded() {
     let router = Router::new()
         .get("/p/{name}", answer("param"))
