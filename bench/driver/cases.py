@@ -23,14 +23,20 @@ def case(key, label, status="ok", reason=None, runs=None):
 
 def gateway_services(ctx, extra):
     """hello, the testbed (key-value) and py-hello when built; `extra` (a
-    dict, e.g. the warm-instance option) is added to the hello-like ones."""
+    dict, e.g. the warm-instance option) is added to each."""
     services = {
         "hello": {"component": ctx.hello, "routes": ["/hello", "/hello/{*rest}"], **extra},
-        "tb": {"component": ctx.testbed, "routes": ["/tb/{*rest}"]},
+        "tb": {"component": ctx.testbed, "routes": ["/tb/{*rest}"], **extra},
     }
     if ctx.py:
         services["py"] = {"component": ctx.py, "routes": ["/py", "/py/{*rest}"], **extra}
     return services
+
+
+def prime_kv(host):
+    """Writes the key the key-value read cases read."""
+    status, _, _ = Client(host.url).request("PUT", KV_PATH, body=KV_VALUE)
+    assert status == 204, f"priming the key-value route answered {status}"
 
 
 def measured(ctx, key, label, server, url, method=None, body=None):
@@ -54,8 +60,7 @@ def bazaar_fresh_cases(ctx):
     host = Bazaar(ctx.bazaar, ctx.workdir, "gateway", gateway_services(ctx, {}), ctx.cache_dir)
     try:
         host.wait_services()
-        status, _, _ = Client(host.url).request("PUT", KV_PATH, body=KV_VALUE)
-        assert status == 204, f"priming the key-value route answered {status}"
+        prime_kv(host)
         results = [
             measured(ctx, "b", "Bazaar hello, fresh instances", host.server, host.url + "/hello"),
             measured(ctx, "e-read", "Bazaar key-value read", host.server, host.url + KV_PATH),
@@ -72,23 +77,31 @@ def bazaar_fresh_cases(ctx):
 
 
 def bazaar_warm_cases(ctx):
-    """(c) and Python warm: the option issue 12 point 2 adds. A host that
-    refuses it (an unknown field fails the start) marks them not available."""
-    labels = [("c", "Bazaar hello, warm instances", "/hello")]
+    """(c), key-value and Python warm: the option issue 12 point 2 adds. A
+    host that refuses it (an unknown field fails the start) marks them not
+    available."""
+    labels = [
+        ("c", "Bazaar hello, warm instances", "/hello", None),
+        ("e-read-warm", "Bazaar key-value read, warm instances", KV_PATH, None),
+        ("e-write-warm", "Bazaar key-value write, warm instances", KV_PATH, "PUT"),
+    ]
     if ctx.py:
-        labels.append(("f-bazaar-warm", "Bazaar Python, warm instances", "/py"))
+        labels.append(("f-bazaar-warm", "Bazaar Python, warm instances", "/py", None))
     if ctx.warm_option is None:
-        return [case(k, label, "skipped", "--no-warm given") for k, label, _ in labels]
+        return [case(k, label, "skipped", "--no-warm given") for k, label, _, _ in labels]
     services = gateway_services(ctx, copy.deepcopy(ctx.warm_option))
     try:
         host = Bazaar(ctx.bazaar, ctx.workdir, "warm", services, ctx.cache_dir)
     except StartError as e:
         reason = f"the host refused {ctx.warm_option_text!r}: {str(e).splitlines()[-1]}"
         ctx.log(f"  (c) not available: {reason}")
-        return [case(k, label, "not available", reason) for k, label, _ in labels]
+        return [case(k, label, "not available", reason) for k, label, _, _ in labels]
     try:
         host.wait_services()
-        return [measured(ctx, k, label, host.server, host.url + path) for k, label, path in labels]
+        prime_kv(host)
+        return [measured(ctx, k, label, host.server, host.url + path, method,
+                         KV_VALUE if method else None)
+                for k, label, path, method in labels]
     finally:
         host.stop()
 
@@ -134,6 +147,7 @@ def python_missing(ctx):
 
 
 ORDER = ["a", "b", "c", "d-default", "d-tuned", "d-reuse", "e-read", "e-write",
+         "e-read-warm", "e-write-warm",
          "f-bazaar-fresh", "f-bazaar-warm", "f-wasmtime-fresh", "f-wasmtime-reuse"]
 
 
