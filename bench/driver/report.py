@@ -45,7 +45,8 @@ def number(value, digits=1):
 
 
 def load_table(cases):
-    head = (f"{'case':<52} {'conns':>5} {'req/s':>9} {'xa':>7} {'xd':>7} "
+    width = max([len(f"({c['key']}) {c['label']}") for c in cases] + [len('case')])
+    head = (f"{'case':<{width}} {'conns':>5} {'req/s':>9} {'xa':>7} {'xd':>7} "
             f"{'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}"
             f" {'CPU us':>7} {'xa':>7} {'wrk us':>7}")
     lines = [head, "-" * len(head)]
@@ -53,11 +54,11 @@ def load_table(cases):
         label = f"({c['key']}) {c['label']}"
         if c["status"] != "ok" or not c["runs"]:
             reason = c["reason"] if len(c["reason"]) < 100 else c["reason"][:97] + "..."
-            lines.append(f"{label:<52} {c['status']}: {reason}")
+            lines.append(f"{label:<{width}} {c['status']}: {reason}")
             continue
         for run in c["runs"]:
             lines.append(
-                f"{label:<52} {run['connections']:>5} {run['rps']:>9.0f} "
+                f"{label:<{width}} {run['connections']:>5} {run['rps']:>9.0f} "
                 f"{ratio(run['rps_vs_native']):>7} {ratio(run['rps_vs_wasmtime']):>7} "
                 f"{run['p50_ms']:>7.2f} {ratio(run['p50_ms_vs_native']):>7} "
                 f"{ratio(run['p50_ms_vs_wasmtime']):>7} {run['p99_ms']:>7.2f} "
