@@ -227,16 +227,7 @@ async fn admin_api_requires_the_token_and_routes_for_a_new_service() {
         host.status_of("payments").await.is_none(),
         "nothing was added"
     );
-    let health: serde_json::Value = host
-        .http
-        .get(host.admin_url("/healthz"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = host.admin_json("/healthz").await;
     assert_eq!(health["status"], "ok");
     host.stop().await;
 }

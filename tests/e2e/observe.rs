@@ -24,13 +24,7 @@ subscribes = ["meter-news"]
 "#;
 
 async fn scrape(host: &TestHost) -> String {
-    let response = host
-        .http
-        .get(host.admin_url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = host.admin_get("/metrics").await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]

@@ -526,13 +526,7 @@ async fn the_admin_api_reads_json_without_its_content_type_and_errs_in_json() {
             .contains("invalid request body"),
         "{wrong}"
     );
-    let nowhere = host
-        .http
-        .get(host.admin_url("/nowhere"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let nowhere = host.admin_get("/nowhere").await;
     assert_eq!(nowhere.status(), 404);
     let nowhere: Value = nowhere.json().await.unwrap();
     assert!(

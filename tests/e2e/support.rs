@@ -281,14 +281,20 @@ impl TestHost {
             .expect("rollback should get an answer")
     }
 
-    /// GET on the admin API, as JSON.
-    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+    /// GET on the admin API with the admin token.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(self.admin_url(path))
             .bearer_auth(TOKEN)
             .send()
             .await
             .expect("the admin API should answer")
+    }
+
+    /// GET on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        self.admin_get(path)
+            .await
             .json()
             .await
             .expect("the admin API answers JSON")
