@@ -37,8 +37,9 @@ struct Route {
     service: String,
 }
 
-/// Two services' routes that match some of the same paths.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Two services' routes that match some of the same paths; ordered by
+/// route, then the other service and its route.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct RouteOverlap {
     /// The route of the service asked about.
     pub pattern: String,
@@ -154,13 +155,7 @@ impl RouteTable {
                 }
             }
         }
-        found.sort_by(|a, b| {
-            (&a.pattern, &a.other_service, &a.other_pattern).cmp(&(
-                &b.pattern,
-                &b.other_service,
-                &b.other_pattern,
-            ))
-        });
+        found.sort();
         found
     }
 
