@@ -4,22 +4,26 @@
 //! The gateway makes one per client request; a service call derives a child
 //! from the caller's, so the callee shares the id, the deadline and the trace.
 
+use http::HeaderName;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+// Header names are constants made at compile time: a `&str` name is
+// parsed again on every insert.
+
 /// Request header carrying the request id.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Request header carrying the W3C trace context.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
+pub const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 /// Request header naming the calling service on a service call. The gateway
 /// strips it from client requests, so a service can trust it.
-pub const CALLER_HEADER: &str = "x-bazaar-caller";
+pub const CALLER_HEADER: HeaderName = HeaderName::from_static("x-bazaar-caller");
 /// Request header with the verified caller's subject (token `sub`, or
 /// `api-key:NAME`); set only by the host.
-pub const USER_HEADER: &str = "x-bazaar-user";
+pub const USER_HEADER: HeaderName = HeaderName::from_static("x-bazaar-user");
 /// Request header with the verified caller's roles, comma-separated; set
 /// only by the host.
-pub const ROLES_HEADER: &str = "x-bazaar-roles";
+pub const ROLES_HEADER: HeaderName = HeaderName::from_static("x-bazaar-roles");
 
 /// The context of one request, cheap to clone.
 #[derive(Debug, Clone)]
@@ -103,7 +107,7 @@ impl RequestContext {
 
     /// The identity headers a service receives: the verified subject and
     /// roles, if any.
-    pub fn identity_headers(&self) -> Vec<(&'static str, String)> {
+    pub fn identity_headers(&self) -> Vec<(HeaderName, String)> {
         match &self.identity {
             Some(who) => vec![
                 (USER_HEADER, who.subject.clone()),

@@ -27,7 +27,7 @@ use crate::runtime::Runtime;
 use crate::telemetry::scope::RequestScope;
 use axum::body::Body;
 use axum::response::{IntoResponse as _, Response};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,9 +35,9 @@ use std::time::Instant;
 use tracing::Instrument as _;
 
 /// Response header naming the service that answered.
-pub const SERVICE_HEADER: &str = "x-bazaar-service";
+pub const SERVICE_HEADER: HeaderName = HeaderName::from_static("x-bazaar-service");
 /// Response header carrying the version (content hash) that answered.
-pub const VERSION_HEADER: &str = "x-bazaar-version";
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-bazaar-version");
 /// Request headers with this prefix are set only by the host.
 pub const HOST_ONLY_PREFIX: &str = "x-bazaar-";
 /// Request header carrying a machine client's API key.
