@@ -67,3 +67,23 @@ async fn oversized_body_is_refused_with_413() {
     assert_eq!(host.get("/alpha/path/ok").await.status(), 200);
     host.stop().await;
 }
+
+/// A body the guest finished before its response went out is sent with a
+/// `content-length`, in one piece; one it is still writing streams chunked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_bodies_get_a_length_and_streaming_ones_stay_chunked() {
+    let host = TestHost::start().await;
+    // One chunk, no pause: written and finished within the guest's run.
+    let whole = host.get("/alpha/stream/1/0").await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-length"], "8");
+    assert!(whole.headers().get("transfer-encoding").is_none());
+    assert_eq!(whole.text().await.unwrap(), "chunk 0\n");
+    // A pause between chunks: the head goes out before the body ends.
+    let streamed = host.get("/alpha/stream/2/50").await;
+    assert_eq!(streamed.status(), 200);
+    assert_eq!(streamed.headers()["transfer-encoding"], "chunked");
+    assert!(streamed.headers().get("content-length").is_none());
+    assert_eq!(streamed.text().await.unwrap(), "chunk 0\nchunk 1\n");
+    host.stop().await;
+}

@@ -16,11 +16,6 @@ impl<T> AbortOnDrop<T> {
         Self(Some(task))
     }
 
-    /// Guards nothing: the guest has already finished.
-    pub(super) fn finished() -> Self {
-        Self(None)
-    }
-
     /// Lets the task run to its own end.
     fn detach(&mut self) {
         self.0 = None;

@@ -22,6 +22,8 @@
 //! - `meter`: CPU time as time spent in `poll`.
 //! - `guard`: the response body that aborts its guest when dropped.
 //! - `ending`: the running store that aborts unfinished bodies when dropped.
+//! - `settled`: the body of a guest that finished before its head went out,
+//!   read ahead so it goes out with a `content-length`.
 //! - `trial`: [`TrialRun`], the loader's trial instantiation.
 //! - `warm`: [`WarmPool`], instances kept between requests for services
 //!   that opt in with `instance_reuse`.
@@ -32,6 +34,7 @@ mod instance;
 mod limiter;
 mod meter;
 mod sandbox;
+mod settled;
 mod trial;
 mod warm;
 
@@ -441,8 +444,9 @@ impl Runtime {
             // It dropped its response without setting it; how it ended says why.
             Ok(Err(_)) => Err(no_response(run.await)),
             Err(ended) => match receiver.try_recv() {
+                // Nothing left to guard: its body is all there, or ended.
                 Ok(Ok(response)) if matches!(ended, Ok(Ok(()))) => {
-                    Ok(guarded(response, AbortOnDrop::finished()))
+                    Ok(response.map(|body| settled::SettledBody::read_ahead(body).boxed_unsync()))
                 }
                 Ok(Err(code)) => Err(RuntimeError::Guest(code)),
                 // No head, or one set before a failure and not yet sent:
