@@ -548,11 +548,6 @@ fn capture_logs() {
 /// `Transfer-Encoding: chunked` in chunks of `chunk` bytes, so no length is
 /// declared up front; the raw answer, read until the server closes.
 pub fn send_chunked(addr: std::net::SocketAddr, head: &str, body: &[u8], chunk: usize) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
     let mut request =
         format!("{head}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
     for piece in body.chunks(chunk) {
@@ -561,7 +556,18 @@ pub fn send_chunked(addr: std::net::SocketAddr, head: &str, body: &[u8], chunk: 
         request.extend_from_slice(b"\r\n");
     }
     request.extend_from_slice(b"0\r\n\r\n");
-    let _ = stream.write_all(&request);
+    send_raw(addr, &request)
+}
+
+/// Sends `request`, bytes as they are, on a new connection; the raw
+/// answer, read until the server closes.
+pub fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let _ = stream.write_all(request);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()

@@ -132,6 +132,29 @@ async fn an_instance_that_trapped_or_timed_out_is_never_reused() {
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_guest_cannot_be_given_leaves_the_warm_instance_as_it_was() {
+    let host = start(1000).await;
+    assert_eq!(futures_sequence(&host, "alpha", 2).await, [1, 2]);
+    // HTTP/1.0 without a Host header: hyper takes it, but a wasi:http
+    // request needs an authority.
+    let addr = host.running.gateway_addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::support::send_raw(addr, b"GET /alpha/memory-counter HTTP/1.0\r\n\r\n")
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(answer.contains("missing authority"), "{answer}");
+    settle(&host, "alpha").await;
+    assert_eq!(
+        counter(&host, "alpha").await,
+        3,
+        "the idle instance was kept, its use not counted"
+    );
+    host.stop().await;
+}
+
 /// `beta`, which takes alpha's `news`, keeps warm instances for `uses`
 /// requests and events each.
 async fn start_subscriber(uses: u32) -> TestHost {

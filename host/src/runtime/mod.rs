@@ -356,19 +356,46 @@ impl Runtime {
         } = self.start(service, &version, &ctx);
         let head_sent = Arc::new(AtomicBool::new(false));
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (req, out) = {
+        let handed = {
             let mut http = store.data_mut().http();
-            let req = http
-                .new_incoming_request(Scheme::Http, request)
-                .map_err(|e| RuntimeError::BadRequest(format!("{e:#}")))?;
-            let flag = Arc::clone(&head_sent);
-            let out = http
-                .new_response_outparam_from_callback(move |result| {
-                    flag.store(true, Ordering::Release);
-                    let _ = sender.send(result);
-                })
-                .map_err(|e| RuntimeError::Failed(format!("{e:#}")))?;
-            (req, out)
+            match http.new_incoming_request(Scheme::Http, request) {
+                // The guest's resource table is full: its fault, not the client's.
+                Err(e) if e.is::<wasmtime::component::ResourceTableError>() => {
+                    Err(RuntimeError::Failed(format!("{e:#}")))
+                }
+                Err(e) => Err(RuntimeError::BadRequest(format!("{e:#}"))),
+                Ok(req) => {
+                    let flag = Arc::clone(&head_sent);
+                    let out = http.new_response_outparam_from_callback(move |result| {
+                        flag.store(true, Ordering::Release);
+                        let _ = sender.send(result);
+                    });
+                    match out {
+                        Ok(out) => Ok((req, out)),
+                        // A full resource table again.
+                        Err(e) => Err(RuntimeError::Failed(format!("{e:#}"))),
+                    }
+                }
+            }
+        };
+        let (req, out) = match handed {
+            Ok(handed) => handed,
+            Err(e) => {
+                // Nothing ran: a warm instance goes back as it was, so a
+                // request the guest cannot be given (no Host header, say)
+                // costs no instance. One whose table is full is dropped.
+                if let (RuntimeError::BadRequest(_), Some(live), Some(pool)) =
+                    (&e, live.take(), &service.warm)
+                {
+                    pool.keep(warm::WarmInstance {
+                        version: Arc::clone(&version.version),
+                        store,
+                        live,
+                        record,
+                    });
+                }
+                return Err(e);
+            }
         };
 
         let service = Arc::clone(service);
