@@ -471,7 +471,8 @@ impl Runtime {
             // It dropped its response without setting it; how it ended says why.
             Ok(Err(_)) => Err(no_response(run.await)),
             Err(ended) => match receiver.try_recv() {
-                // Nothing left to guard: its body is all there, or ended.
+                // The guest has finished: nothing to guard, and what it
+                // wrote of its body waits in the channel, read ahead.
                 Ok(Ok(response)) if matches!(ended, Ok(Ok(()))) => {
                     Ok(response.map(|body| settled::SettledBody::read_ahead(body).boxed_unsync()))
                 }
