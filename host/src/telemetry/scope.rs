@@ -19,6 +19,7 @@ use crate::loader::short;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::task::futures::TaskLocalFuture;
 use tracing::Subscriber;
 use tracing::field::display;
 use tracing_subscriber::fmt::format::Writer;
@@ -102,9 +103,11 @@ impl RequestScope {
         span
     }
 
-    /// Runs `future` as working for this request.
-    pub async fn run<F: Future>(self: Arc<Self>, future: F) -> F::Output {
-        CURRENT.scope(self, future).await
+    /// Runs `future` as working for this request. A plain wrapper, not
+    /// an `async fn`: one would hold the future twice (before and while
+    /// it runs), and a request's future is some kilobytes.
+    pub fn run<F: Future>(self: Arc<Self>, future: F) -> TaskLocalFuture<Arc<Self>, F> {
+        CURRENT.scope(self, future)
     }
 }
 
@@ -162,14 +165,12 @@ pub fn carry<F>(future: F) -> impl Future<Output = F::Output> + use<F>
 where
     F: Future,
 {
+    use futures_util::future::Either;
     use tracing::Instrument as _;
-    let scope = CURRENT.try_with(Arc::clone).ok();
     let future = future.in_current_span();
-    async move {
-        match scope {
-            Some(scope) => scope.run(future).await,
-            None => future.await,
-        }
+    match CURRENT.try_with(Arc::clone) {
+        Ok(scope) => Either::Left(scope.run(future)),
+        Err(_) => Either::Right(future),
     }
 }
 
