@@ -355,6 +355,7 @@ impl Runtime {
             mut record,
         } = self.start(service, &version, &ctx);
         let head_sent = Arc::new(AtomicBool::new(false));
+        let head_request = request.method() == http::Method::HEAD;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let handed = {
             let mut http = store.data_mut().http();
@@ -474,7 +475,7 @@ impl Runtime {
                 // The guest has finished: nothing to guard, and what it
                 // wrote of its body waits in the channel, read ahead.
                 Ok(Ok(response)) if matches!(ended, Ok(Ok(()))) => {
-                    Ok(response.map(|body| settled::SettledBody::read_ahead(body).boxed_unsync()))
+                    Ok(settled::settle(response, head_request))
                 }
                 Ok(Err(code)) => Err(RuntimeError::Guest(code)),
                 // No head, or one set before a failure and not yet sent:

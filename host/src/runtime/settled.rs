@@ -3,15 +3,39 @@
 //! Most handlers write their whole body and return within the request's
 //! first poll: by the time hyper sends the head, every byte already waits
 //! in the body's channel. Read ahead then, the body has a known length, so
-//! the client gets a `content-length` and the whole response in one write
-//! instead of a chunked body read frame by frame through the channel.
+//! the client gets a `content-length` instead of a chunked body, and hyper
+//! takes it in one piece instead of frame by frame through the channel.
 
 use bytes::Bytes;
+use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// `response`, whose guest has finished, with its body read ahead. Its
+/// length is claimed (hyper then sends `content-length`) only where the
+/// head leaves the length to the body: no `content-length` of the guest's
+/// own (a body whose handle the guest leaked ends cleanly however much it
+/// wrote, and hyper must then frame it by the header, as it always did),
+/// a status that has a body, and not the answer to a HEAD request (whose
+/// length is the GET's).
+pub(super) fn settle(
+    response: http::Response<HyperOutgoingBody>,
+    head_request: bool,
+) -> http::Response<HyperOutgoingBody> {
+    let status = response.status();
+    let claim = !head_request
+        && !response
+            .headers()
+            .contains_key(http::header::CONTENT_LENGTH)
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED;
+    response.map(|body| SettledBody::read_ahead(body, claim).boxed_unsync())
+}
 
 /// A body read ahead without waiting: its frames so far, then the rest.
 pub(super) struct SettledBody {
@@ -25,9 +49,10 @@ pub(super) struct SettledBody {
 
 impl SettledBody {
     /// Reads `body`, whose guest has finished, as far as it goes without
-    /// waiting. Its channel holds at most a few chunks, so this holds no
-    /// more memory than the body already did.
-    pub(super) fn read_ahead(mut body: HyperOutgoingBody) -> Self {
+    /// waiting; with `claim_length`, a body that ended cleanly tells its
+    /// exact length. Its channel holds at most a few chunks, so this holds
+    /// no more memory than the body already did.
+    fn read_ahead(mut body: HyperOutgoingBody, claim_length: bool) -> Self {
         let mut cx = Context::from_waker(Waker::noop());
         let mut ready = VecDeque::new();
         let mut length = 0u64;
@@ -36,7 +61,7 @@ impl SettledBody {
                 Poll::Ready(None) => {
                     return Self {
                         ready,
-                        length: Some(length),
+                        length: claim_length.then_some(length),
                         rest: None,
                     };
                 }
@@ -100,7 +125,7 @@ impl Body for SettledBody {
 mod tests {
     use super::*;
     use futures_util::StreamExt as _;
-    use http_body_util::{BodyExt as _, StreamBody};
+    use http_body_util::StreamBody;
 
     type Item = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
 
@@ -137,7 +162,7 @@ mod tests {
 
     #[test]
     fn a_body_that_ended_has_its_exact_length() {
-        let settled = SettledBody::read_ahead(body(vec![data("abc"), data("de")], false));
+        let settled = SettledBody::read_ahead(body(vec![data("abc"), data("de")], false), true);
         assert_eq!(settled.size_hint().exact(), Some(5));
         assert!(!settled.is_end_stream());
         assert_eq!(drain(settled), ["abc", "de"]);
@@ -145,7 +170,7 @@ mod tests {
 
     #[test]
     fn the_length_counts_down_as_frames_go_out() {
-        let mut settled = SettledBody::read_ahead(body(vec![data("abc"), data("de")], false));
+        let mut settled = SettledBody::read_ahead(body(vec![data("abc"), data("de")], false), true);
         let mut cx = Context::from_waker(Waker::noop());
         let _ = Pin::new(&mut settled).poll_frame(&mut cx);
         assert_eq!(settled.size_hint().exact(), Some(2));
@@ -167,7 +192,7 @@ mod tests {
             (vec![data("a")], true, vec!["a"]),
         ];
         for (frames, waits, expected) in cases {
-            let settled = SettledBody::read_ahead(body(frames, waits));
+            let settled = SettledBody::read_ahead(body(frames, waits), true);
             assert_eq!(settled.size_hint().exact(), None, "{expected:?}");
             assert!(!settled.is_end_stream());
             assert_eq!(drain(settled), expected);
@@ -175,8 +200,43 @@ mod tests {
     }
 
     #[test]
+    fn a_length_is_claimed_only_where_the_head_leaves_it_to_the_body() {
+        let response = |status: u16, declared: Option<&'static str>| {
+            let mut response = http::Response::new(body(vec![data("abc")], false));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            if let Some(length) = declared {
+                response.headers_mut().insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from_static(length),
+                );
+            }
+            response
+        };
+        let exact =
+            |response: http::Response<HyperOutgoingBody>| response.body().size_hint().exact();
+        assert_eq!(exact(settle(response(200, None), false)), Some(3));
+        // The guest's own length, even a wrong one, frames the body.
+        assert_eq!(exact(settle(response(200, Some("10")), false)), None);
+        assert_eq!(exact(settle(response(204, None), false)), None);
+        assert_eq!(exact(settle(response(304, None), false)), None);
+        assert_eq!(exact(settle(response(200, None), true)), None, "HEAD");
+        // Unclaimed, the body still goes out whole.
+        let mut unclaimed = settle(response(204, None), false).into_body();
+        let mut cx = Context::from_waker(Waker::noop());
+        let first = Pin::new(&mut unclaimed).poll_frame(&mut cx);
+        assert!(
+            matches!(&first, Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(|d| d == "abc")),
+            "{first:?}"
+        );
+        assert!(matches!(
+            Pin::new(&mut unclaimed).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+    }
+
+    #[test]
     fn an_empty_body_is_at_its_end() {
-        let settled = SettledBody::read_ahead(body(Vec::new(), false));
+        let settled = SettledBody::read_ahead(body(Vec::new(), false), true);
         assert!(settled.is_end_stream());
         assert_eq!(settled.size_hint().exact(), Some(0));
     }
