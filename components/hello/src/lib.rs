@@ -1,5 +1,8 @@
 //! The smallest stock `wasi:http` proxy: answers every request with a
-//! greeting naming the method and path.
+//! greeting naming the method and path. On a path ending in `/leak` it
+//! writes the greeting and returns without finishing or dropping the
+//! body, as a guest that leaks the handle (or whose runtime drops it late)
+//! would.
 
 use std::io::Write as _;
 use wasi::http::types::{
@@ -12,10 +15,10 @@ struct Hello;
 
 impl wasi::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
         let text = format!(
-            "hello from a stock component: {:?} {}\n",
-            request.method(),
-            request.path_with_query().unwrap_or_default()
+            "hello from a stock component: {:?} {path}\n",
+            request.method()
         );
         let headers = Fields::new();
         let _ = headers.append("content-type", b"text/plain; charset=utf-8");
@@ -25,6 +28,10 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         if let Ok(mut out) = body.write() {
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
+        }
+        if path.ends_with("/leak") {
+            std::mem::forget(body);
+            return;
         }
         let _ = OutgoingBody::finish(body, None);
     }

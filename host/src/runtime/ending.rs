@@ -7,7 +7,11 @@
 //! a body it was still writing, its response's or that of a request it was
 //! sending, would look whole to whoever reads it: a truncated upload taken
 //! for the entire one. [`RunningStore`] ends such bodies with an error
-//! whenever the store is dropped before the guest returned well.
+//! whenever the store is dropped before the guest returned well, and when
+//! it returned with a body neither finished nor dropped (a leaked handle,
+//! or a language runtime that drops it late): that body would otherwise
+//! look whole once the store goes, or keep its reader waiting for as long
+//! as a warm instance idles.
 
 use crate::state::RequestState;
 use std::ops::{Deref, DerefMut};
@@ -26,10 +30,12 @@ impl RunningStore {
         Self(Some(store))
     }
 
-    /// The store of a guest that returned well, whose bodies are its own
-    /// (e.g. to serve again as a warm instance).
+    /// The store of a guest that returned well (e.g. to serve again as a
+    /// warm instance), every body it left unfinished ended with an error.
     pub(super) fn returned(mut self) -> Option<Store<RequestState>> {
-        self.0.take()
+        let mut store = self.0.take()?;
+        abort_unfinished_bodies(store.data_mut().http().table);
+        Some(store)
     }
 }
 

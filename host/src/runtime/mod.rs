@@ -178,7 +178,7 @@ impl Refill {
         live: Live,
         record: warm::Record,
     ) {
-        // Its bodies end as it left them, whether it is kept or not.
+        // Bodies it left unfinished end broken, whether it is kept or not.
         let Some(store) = store.returned() else {
             return;
         };
