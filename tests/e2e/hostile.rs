@@ -586,9 +586,10 @@ async fn a_service_whose_memory_cap_its_component_cannot_start_under_is_refused(
 }
 
 /// A guest that returns with its body neither finished nor dropped (its
-/// handle leaked) has that body ended with an error: never passed off as
-/// whole by a fresh instance's store going away, never left hanging by a
-/// warm one's staying.
+/// handle leaked, its stream's too, before or after its head went out)
+/// has that body ended with an error: never passed off as whole by a
+/// fresh instance's store going away, never left hanging by a warm one's
+/// staying.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_a_guest_returned_without_finishing_ends_broken() {
     let services = r#"
@@ -602,16 +603,23 @@ routes = ["/warm/{*rest}"]
 instance_reuse = 100
 "#;
     let host = TestHost::start_with(services, "").await;
-    for service in ["fresh", "warm"] {
+    for (service, leak) in [
+        ("fresh", "leak"),
+        ("warm", "leak"),
+        ("fresh", "leak-all"),
+        ("warm", "leak-all"),
+        ("fresh", "leak-late"),
+        ("warm", "leak-late"),
+    ] {
         // An error at the head or in the body; never a clean end, nor a wait.
-        let url = host.url(&format!("/{service}/leak"));
+        let url = host.url(&format!("/{service}/{leak}"));
         let leaked = tokio::time::timeout(Duration::from_secs(10), async {
             host.http.get(url).send().await?.bytes().await
         })
         .await;
         assert!(
             matches!(leaked, Ok(Err(_))),
-            "{service}: the response should end in an error, got {leaked:?}"
+            "{service}/{leak}: the response should end in an error, got {leaked:?}"
         );
         let fine = host.get(&format!("/{service}/fine")).await;
         assert_eq!(fine.status(), 200);

@@ -1,8 +1,9 @@
 //! The smallest stock `wasi:http` proxy: answers every request with a
-//! greeting naming the method and path. On a path ending in `/leak` it
-//! writes the greeting and returns without finishing or dropping the
-//! body, as a guest that leaks the handle (or whose runtime drops it late)
-//! would.
+//! greeting naming the method and path. Some paths misbehave, as a guest
+//! that leaks handles (or whose runtime drops them late) would: ending in
+//! `/leak` it writes the greeting and returns without finishing or
+//! dropping the body; in `/leak-all`, the body's stream too; in
+//! `/leak-late`, the same after a 50 ms pause once the head is out.
 
 use std::io::Write as _;
 use wasi::http::types::{
@@ -25,11 +26,19 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         let response = OutgoingResponse::new(headers);
         let Ok(body) = response.body() else { return };
         ResponseOutparam::set(response_out, Ok(response));
+        let late = path.ends_with("/leak-late");
+        let leak_stream = late || path.ends_with("/leak-all");
         if let Ok(mut out) = body.write() {
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
+            if late {
+                wasi::clocks::monotonic_clock::subscribe_duration(50_000_000).block();
+            }
+            if leak_stream {
+                std::mem::forget(out);
+            }
         }
-        if path.ends_with("/leak") {
+        if leak_stream || path.ends_with("/leak") {
             std::mem::forget(body);
             return;
         }

@@ -20,6 +20,20 @@ impl<T> AbortOnDrop<T> {
     fn detach(&mut self) {
         self.0 = None;
     }
+
+    /// Whether the task has ended, polled so that its end wakes `cx`; a
+    /// detached guard, or one whose end was seen, says no.
+    fn ended(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(task) = &mut self.0 else {
+            return false;
+        };
+        if Pin::new(task).poll(cx).is_pending() {
+            return false;
+        }
+        // A join handle must not be polled again once it gave its output.
+        self.0 = None;
+        true
+    }
 }
 
 impl<T> Drop for AbortOnDrop<T> {
@@ -39,6 +53,8 @@ pub(super) struct GuardedBody {
     declared: Option<u64>,
     /// Bytes passed on so far.
     sent: u64,
+    /// Whether the guest's run was seen to end.
+    returned: bool,
 }
 
 impl GuardedBody {
@@ -53,6 +69,7 @@ impl GuardedBody {
             guard,
             declared,
             sent: 0,
+            returned: false,
         }
     }
 
@@ -80,7 +97,17 @@ impl Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() && !self.returned && self.guard.ended(cx) {
+            self.returned = true;
+            // Everything it wrote is in the channel by now.
+            polled = Pin::new(&mut self.inner).poll_frame(cx);
+        }
+        if polled.is_pending() && self.returned {
+            // It writes nothing more: its handles were leaked, in a warm
+            // store that lives on, and the body would never end.
+            polled = Poll::Ready(Some(Err(super::settled::unfinished())));
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);

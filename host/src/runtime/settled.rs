@@ -5,6 +5,9 @@
 //! in the body's channel. Read ahead then, the body has a known length, so
 //! the client gets a `content-length` instead of a chunked body, and hyper
 //! takes it in one piece instead of frame by frame through the channel.
+//! A guest that has returned writes nothing more, so a body still open
+//! then (its handles leaked, in a warm instance whose store lives on) is
+//! ended with an error here rather than left waiting.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -18,10 +21,9 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 /// `response`, whose guest has finished, with its body read ahead. Its
 /// length is claimed (hyper then sends `content-length`) only where the
 /// head leaves the length to the body: no `content-length` of the guest's
-/// own (a body whose handle the guest leaked ends cleanly however much it
-/// wrote, and hyper must then frame it by the header, as it always did),
-/// a status that has a body, and not the answer to a HEAD request (whose
-/// length is the GET's).
+/// own (hyper frames by the header, as it always did, and the two must
+/// not disagree), a status that has a body, and not the answer to a HEAD
+/// request (whose length is the GET's).
 pub(super) fn settle(
     response: http::Response<HyperOutgoingBody>,
     head_request: bool,
@@ -37,54 +39,57 @@ pub(super) fn settle(
     response.map(|body| SettledBody::read_ahead(body, claim).boxed_unsync())
 }
 
-/// A body read ahead without waiting: its frames so far, then the rest.
+/// How a body still open after its guest returned ends.
+pub(super) fn unfinished() -> wasmtime_wasi_http::Error {
+    wasmtime_wasi_http::Error::InternalError(Some(
+        "the service returned with its response body unfinished".into(),
+    ))
+}
+
+/// A body read ahead whole: its frames, ending with its error if it had one.
 pub(super) struct SettledBody {
-    /// Frames (data, trailers or the error it ended with) read already.
+    /// Frames (data, trailers or the error it ended with) not yet sent.
     ready: VecDeque<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>,
-    /// The body's own data left in `ready`, when nothing follows it.
+    /// The data left in `ready`, when the body ended cleanly without
+    /// trailers and its length is claimed.
     length: Option<u64>,
-    /// What was not there yet, if the body did not end cleanly in time.
-    rest: Option<HyperOutgoingBody>,
 }
 
 impl SettledBody {
-    /// Reads `body`, whose guest has finished, as far as it goes without
-    /// waiting; with `claim_length`, a body that ended cleanly tells its
+    /// Reads `body`, whose guest has finished, to its end; with
+    /// `claim_length`, a body that ended cleanly without trailers tells its
     /// exact length. Its channel holds at most a few chunks, so this holds
     /// no more memory than the body already did.
     fn read_ahead(mut body: HyperOutgoingBody, claim_length: bool) -> Self {
         let mut cx = Context::from_waker(Waker::noop());
         let mut ready = VecDeque::new();
-        let mut length = 0u64;
+        let mut length = Some(0u64);
         loop {
             match Pin::new(&mut body).poll_frame(&mut cx) {
-                Poll::Ready(None) => {
-                    return Self {
-                        ready,
-                        length: claim_length.then_some(length),
-                        rest: None,
-                    };
-                }
+                Poll::Ready(None) => break,
                 Poll::Ready(Some(Ok(frame))) => {
-                    let data = frame.data_ref().map(Bytes::len);
-                    length += data.unwrap_or(0) as u64;
+                    length = match frame.data_ref() {
+                        Some(data) => length.map(|l| l + data.len() as u64),
+                        // Trailers need a chunked body.
+                        None => None,
+                    };
                     ready.push_back(Ok(frame));
-                    // Trailers end a body: what follows is read as it comes.
-                    if data.is_none() {
-                        break;
-                    }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     ready.push_back(Err(e));
+                    length = None;
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    ready.push_back(Err(unfinished()));
+                    length = None;
+                    break;
+                }
             }
         }
         Self {
             ready,
-            length: None,
-            rest: Some(body),
+            length: length.filter(|_| claim_length),
         }
     }
 }
@@ -95,22 +100,17 @@ impl Body for SettledBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Some(frame) = self.ready.pop_front() {
-            if let (Some(length), Ok(frame)) = (&mut self.length, &frame) {
-                *length -= frame.data_ref().map_or(0, |d| d.len() as u64);
-            }
-            return Poll::Ready(Some(frame));
+        let frame = self.ready.pop_front();
+        if let (Some(length), Some(Ok(frame))) = (&mut self.length, &frame) {
+            *length -= frame.data_ref().map_or(0, |d| d.len() as u64);
         }
-        match &mut self.rest {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ready.is_empty() && self.rest.is_none()
+        self.ready.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -144,7 +144,7 @@ mod tests {
     }
 
     /// Everything the body yields, each frame as text (`trailers`,
-    /// `error`), polled as hyper would; pending counts as the end.
+    /// `error`), polled as hyper would.
     fn drain(mut body: SettledBody) -> Vec<String> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut seen = Vec::new();
@@ -180,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn trailers_an_error_or_a_wait_leave_the_length_unknown() {
+    fn trailers_an_error_or_an_open_end_leave_the_length_unknown() {
         let trailers = Ok(Frame::trailers(http::HeaderMap::new()));
         let cases = [
             (vec![data("a"), trailers], false, vec!["a", "trailers"]),
@@ -189,7 +189,8 @@ mod tests {
                 false,
                 vec!["a", "error"],
             ),
-            (vec![data("a")], true, vec!["a"]),
+            // Still open after its guest returned: never to end by itself.
+            (vec![data("a")], true, vec!["a", "error"]),
         ];
         for (frames, waits, expected) in cases {
             let settled = SettledBody::read_ahead(body(frames, waits), true);
