@@ -367,15 +367,13 @@ impl Runtime {
                 Err(e) => Err(RuntimeError::BadRequest(format!("{e:#}"))),
                 Ok(req) => {
                     let flag = Arc::clone(&head_sent);
-                    let out = http.new_response_outparam_from_callback(move |result| {
+                    http.new_response_outparam_from_callback(move |result| {
                         flag.store(true, Ordering::Release);
                         let _ = sender.send(result);
-                    });
-                    match out {
-                        Ok(out) => Ok((req, out)),
-                        // A full resource table again.
-                        Err(e) => Err(RuntimeError::Failed(format!("{e:#}"))),
-                    }
+                    })
+                    .map(|out| (req, out))
+                    // A full resource table again.
+                    .map_err(|e| RuntimeError::Failed(format!("{e:#}")))
                 }
             }
         };
