@@ -25,8 +25,11 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="seconds per case, no wasmtime serve")
     p.add_argument("--release", action="store_true", help="use the release host build")
-    p.add_argument("--seconds", type=int, help="length of each load run (10; smoke 1)")
-    p.add_argument("--warmup", type=int, help="discarded run before each (2; smoke 0)")
+    p.add_argument("--seconds", type=int, help="length of each load run (5; smoke 1)")
+    p.add_argument("--warmup", type=int, help="discarded run before each (1; smoke 0)")
+    p.add_argument("--rounds", type=int,
+                   help="rounds of every load case, figures are their medians (3; smoke 2,"
+                   " so the merging of rounds runs in CI too)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     p.add_argument("--connections", default="1,16,64",
                    help="connection counts (1,16,64; 1 gives the instantiation estimate)")
@@ -66,10 +69,11 @@ def context(args):
         workdir=tempfile.mkdtemp(prefix="bazaar-bench-"),
         runner=LoadRunner(
             [int(c) for c in args.connections.split(",")],
-            args.seconds or (1 if args.smoke else 10),
-            args.warmup if args.warmup is not None else (0 if args.smoke else 2),
+            args.seconds or (1 if args.smoke else 5),
+            args.warmup if args.warmup is not None else (0 if args.smoke else 1),
             args.threads,
         ),
+        rounds=max(1, args.rounds or (2 if args.smoke else 3)),
         extra_services=args.extra_services or (3 if args.smoke else 50),
         warm_starts=1 if args.smoke else 3,
         many_services=args.many_services or (20 if args.smoke else 1000),
@@ -104,6 +108,7 @@ def main(argv):
             "wrk_threads": args.threads,
             "seconds": ctx.runner.seconds,
             "warmup_seconds": ctx.runner.warmup,
+            "rounds": ctx.rounds,
             "connections": ctx.runner.connections,
             "warm_option": ctx.warm_option_text,
         },
@@ -113,7 +118,7 @@ def main(argv):
     }
     if "load" in only:
         ctx.log("load cases")
-        result["load"] = cases.run_all(ctx)
+        result["load"] = cases.run_all(ctx, ctx.rounds)
         result["instantiation"] = cases.instantiation(result["load"])
         result["cpu_budget"] = cases.cpu_budget(result["load"], result["machine"]["cores"])
     if "memory" in only:

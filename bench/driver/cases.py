@@ -151,14 +151,78 @@ ORDER = ["a", "b", "c", "d-default", "d-tuned", "d-reuse", "e-read", "e-write",
          "f-bazaar-fresh", "f-bazaar-warm", "f-wasmtime-fresh", "f-wasmtime-reuse"]
 
 
-def run_all(ctx):
+def run_round(ctx):
+    """Every case once, each host started afresh, in ORDER."""
     results = []
     for group in (native_cases, bazaar_fresh_cases, bazaar_warm_cases, wasmtime_cases,
                   python_missing):
         results += group(ctx)
     results.sort(key=lambda c: ORDER.index(c["key"]))
+    return results
+
+
+def run_all(ctx, rounds):
+    """`rounds` rounds of every case, merged into one (see merge_rounds),
+    with the ratios of the merged figures. A round starts every host again,
+    so each round is an independent sample of the machine's scheduling
+    (which threads share a core), the largest source of run-to-run noise
+    seen on 2 cores; the rounds interleave the hosts, so a drift during the
+    run touches all of them alike."""
+    each = []
+    for n in range(rounds):
+        if rounds > 1:
+            ctx.log(f" round {n + 1} of {rounds}")
+        each.append(run_round(ctx))
+    results = merge_rounds(each)
     add_ratios(results)
     return results
+
+
+# Figures a merged run gives as the median of its rounds.
+MEDIAN_OF_ROUNDS = ["rps", "p50_ms", "p99_ms", "server_cpu_us", "client_cpu_us"]
+
+
+def median(values):
+    """The median of `values` (the mean of the middle two for an even count)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def merge_rounds(rounds):
+    """One list of cases from several rounds of the same cases: a case
+    failed (or skipped) in any round is that round's case, reason and all;
+    otherwise each connection count's run has the median of its rounds for
+    each of MEDIAN_OF_ROUNDS, the sum of requests and errors, the largest
+    max, and each round's own figures under `rounds`."""
+    merged = []
+    for same in zip(*rounds):
+        bad = next((c for c in same if c["status"] != "ok"), None)
+        if bad is not None or len(same) == 1:
+            merged.append(bad or same[0])
+            continue
+        runs = []
+        for by_conns in zip(*(c["runs"] for c in same)):
+            run = {"connections": by_conns[0]["connections"]}
+            for metric in MEDIAN_OF_ROUNDS:
+                values = [r[metric] for r in by_conns if r.get(metric) is not None]
+                run[metric] = round(median(values), 3) if values else None
+            for total in ("requests", "errors", "non_2xx"):
+                run[total] = sum(r[total] for r in by_conns)
+            run["max_ms"] = max(r["max_ms"] for r in by_conns)
+            run["rounds"] = [{m: r.get(m) for m in MEDIAN_OF_ROUNDS} for r in by_conns]
+            runs.append(run)
+        merged.append({**same[0], "runs": runs})
+    return merged
+
+
+def spread(run):
+    """Half the range of a merged run's req/s over its rounds, as a share
+    of the median; None for a single round."""
+    rounds = [r["rps"] for r in run.get("rounds", []) if r.get("rps")]
+    if len(rounds) < 2 or not run.get("rps"):
+        return None
+    return (max(rounds) - min(rounds)) / 2 / run["rps"]
 
 
 # (host, fresh case, warm case) for the instantiation estimate.

@@ -6,6 +6,8 @@ import platform
 import shutil
 import subprocess
 
+from cases import spread
+
 
 def machine():
     cpu = "unknown"
@@ -39,6 +41,10 @@ def ratio(value):
     return "-" if value is None else f"{value:.2f}x"
 
 
+def percent(share):
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
 def number(value, digits=1):
     """`value` with `digits` decimals, or `-` when there is none."""
     return "-" if value is None else f"{value:.{digits}f}"
@@ -47,7 +53,7 @@ def number(value, digits=1):
 def load_table(cases):
     width = max([len(f"({c['key']}) {c['label']}") for c in cases] + [len('case')])
     head = (f"{'case':<{width}} {'conns':>5} {'req/s':>9} {'xa':>7} {'xd':>7} "
-            f"{'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}"
+            f"{'+-':>4} {'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}"
             f" {'CPU us':>7} {'xa':>7} {'wrk us':>7}")
     lines = [head, "-" * len(head)]
     for c in cases:
@@ -60,7 +66,7 @@ def load_table(cases):
             lines.append(
                 f"{label:<{width}} {run['connections']:>5} {run['rps']:>9.0f} "
                 f"{ratio(run['rps_vs_native']):>7} {ratio(run['rps_vs_wasmtime']):>7} "
-                f"{run['p50_ms']:>7.2f} {ratio(run['p50_ms_vs_native']):>7} "
+                f"{percent(spread(run)):>4} {run['p50_ms']:>7.2f} {ratio(run['p50_ms_vs_native']):>7} "
                 f"{ratio(run['p50_ms_vs_wasmtime']):>7} {run['p99_ms']:>7.2f} "
                 f"{ratio(run['p99_ms_vs_native']):>7} {ratio(run['p99_ms_vs_wasmtime']):>7} "
                 f"{run['errors']:>6} {number(run.get('server_cpu_us')):>7} "
@@ -77,9 +83,11 @@ def render(result):
         f" {r['finished']}",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
         f"load: {r['load_generator']}, {r['wrk_threads']} thread(s), {r['seconds']} s per run"
-        f" after {r['warmup_seconds']} s warm-up, loopback",
+        f" after {r['warmup_seconds']} s warm-up, loopback; each figure the median of"
+        f" {r['rounds']} round(s), every host started afresh in each",
         "xa = ratio to (a) native axum, xd = ratio to (d) wasmtime serve defaults"
-        " (same connections; for latency below 1x is faster)",
+        " (same connections; for latency below 1x is faster); +- = half the range of"
+        " req/s over the rounds, as a share of the median",
         "CPU us = the server's user+system CPU (every thread, from /proc) over the run's"
         " requests, in microseconds per request; wrk us = the same for wrk",
         "",
