@@ -633,3 +633,35 @@ instance_reuse = 100
     }
     host.stop().await;
 }
+
+/// A body a warm instance leaked stays in its table as a spent body: a
+/// `finish` its guest calls on it in a later request fails, never passing
+/// for a body sent whole (the client of the first request got an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_body_finished_in_a_later_request_fails() {
+    let services = r#"
+[services.warm]
+component = "hello.wasm"
+routes = ["/warm/{*rest}"]
+instance_reuse = 100
+"#;
+    let host = TestHost::start_with(services, "").await;
+    let url = host.url("/warm/leak");
+    let leaked = tokio::time::timeout(Duration::from_secs(10), async {
+        host.http.get(url).send().await?.bytes().await
+    })
+    .await;
+    assert!(
+        matches!(leaked, Ok(Err(_))),
+        "the leaked body should end in an error, got {leaked:?}"
+    );
+    // One request at a time: the same (only) warm instance serves it.
+    let later = host.get("/warm/finish-leaked").await;
+    assert_eq!(later.status(), 200);
+    let text = later.text().await.unwrap();
+    assert!(
+        text.starts_with("finish of a leaked body: Err("),
+        "finishing the spent body should fail, got {text:?}"
+    );
+    host.stop().await;
+}

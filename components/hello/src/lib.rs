@@ -3,8 +3,12 @@
 //! that leaks handles (or whose runtime drops them late) would: ending in
 //! `/leak` it writes the greeting and returns without finishing or
 //! dropping the body; in `/leak-all`, the body's stream too; in
-//! `/leak-late`, the same after a 50 ms pause once the head is out.
+//! `/leak-late`, the same after a 50 ms pause once the head is out. A
+//! body leaked by `/leak` is kept (an instance that serves again still
+//! holds it), and `/finish-leaked` finishes the one kept longest and
+//! answers with what `finish` returned.
 
+use std::cell::RefCell;
 use std::io::Write as _;
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -12,15 +16,35 @@ use wasi::http::types::{
 
 wasi::http::proxy::export!(Hello);
 
+thread_local! {
+    /// Bodies `/leak` returned without finishing, oldest first.
+    static LEAKED: RefCell<Vec<OutgoingBody>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes the first of `bodies`, if any.
+fn oldest(bodies: &mut Vec<OutgoingBody>) -> Option<OutgoingBody> {
+    (!bodies.is_empty()).then(|| bodies.remove(0))
+}
+
 struct Hello;
 
 impl wasi::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
-        let text = format!(
-            "hello from a stock component: {:?} {path}\n",
-            request.method()
-        );
+        let text = if path.ends_with("/finish-leaked") {
+            match LEAKED.with(|leaked| oldest(&mut leaked.borrow_mut())) {
+                Some(body) => format!(
+                    "finish of a leaked body: {:?}\n",
+                    OutgoingBody::finish(body, None)
+                ),
+                None => "no leaked body\n".to_string(),
+            }
+        } else {
+            format!(
+                "hello from a stock component: {:?} {path}\n",
+                request.method()
+            )
+        };
         let headers = Fields::new();
         let _ = headers.append("content-type", b"text/plain; charset=utf-8");
         let response = OutgoingResponse::new(headers);
@@ -38,8 +62,12 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
                 std::mem::forget(out);
             }
         }
-        if leak_stream || path.ends_with("/leak") {
+        if leak_stream {
             std::mem::forget(body);
+            return;
+        }
+        if path.ends_with("/leak") {
+            LEAKED.with(|leaked| leaked.borrow_mut().push(body));
             return;
         }
         let _ = OutgoingBody::finish(body, None);
