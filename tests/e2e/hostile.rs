@@ -611,16 +611,7 @@ instance_reuse = 100
         ("fresh", "leak-late"),
         ("warm", "leak-late"),
     ] {
-        // An error at the head or in the body; never a clean end, nor a wait.
-        let url = host.url(&format!("/{service}/{leak}"));
-        let leaked = tokio::time::timeout(Duration::from_secs(10), async {
-            host.http.get(url).send().await?.bytes().await
-        })
-        .await;
-        assert!(
-            matches!(leaked, Ok(Err(_))),
-            "{service}/{leak}: the response should end in an error, got {leaked:?}"
-        );
+        assert_ends_in_error(&host, &format!("/{service}/{leak}")).await;
         let fine = host.get(&format!("/{service}/fine")).await;
         assert_eq!(fine.status(), 200);
         assert!(
@@ -646,15 +637,7 @@ routes = ["/warm/{*rest}"]
 instance_reuse = 100
 "#;
     let host = TestHost::start_with(services, "").await;
-    let url = host.url("/warm/leak");
-    let leaked = tokio::time::timeout(Duration::from_secs(10), async {
-        host.http.get(url).send().await?.bytes().await
-    })
-    .await;
-    assert!(
-        matches!(leaked, Ok(Err(_))),
-        "the leaked body should end in an error, got {leaked:?}"
-    );
+    assert_ends_in_error(&host, "/warm/leak").await;
     // One request at a time: the same (only) warm instance serves it.
     let later = host.get("/warm/finish-leaked").await;
     assert_eq!(later.status(), 200);
@@ -664,4 +647,17 @@ instance_reuse = 100
         "finishing the spent body should fail, got {text:?}"
     );
     host.stop().await;
+}
+
+/// Asserts that the response to GET `path` ends in an error, at its head
+/// or in its body: never a clean end, nor a wait.
+async fn assert_ends_in_error(host: &TestHost, path: &str) {
+    let leaked = tokio::time::timeout(Duration::from_secs(10), async {
+        host.http.get(host.url(path)).send().await?.bytes().await
+    })
+    .await;
+    assert!(
+        matches!(leaked, Ok(Err(_))),
+        "{path}: the response should end in an error, got {leaked:?}"
+    );
 }
