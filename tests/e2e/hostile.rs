@@ -626,8 +626,9 @@ instance_reuse = 100
 }
 
 /// A body a warm instance leaked stays in its table as a spent body: a
-/// `finish` its guest calls on it in a later request fails, never passing
-/// for a body sent whole (the client of the first request got an error).
+/// `write` or `finish` its guest calls on it in a later request fails,
+/// never passing for a body sent whole (the client of the first request
+/// got an error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_body_finished_in_a_later_request_fails() {
     let services = r#"
@@ -643,8 +644,8 @@ instance_reuse = 100
     assert_eq!(later.status(), 200);
     let text = later.text().await.unwrap();
     assert!(
-        text.starts_with("finish of a leaked body: Err("),
-        "finishing the spent body should fail, got {text:?}"
+        text.starts_with("leaked body: write Err(()), finish Err("),
+        "writing to and finishing the spent body should fail, got {text:?}"
     );
     host.stop().await;
 }

@@ -5,8 +5,8 @@
 //! dropping the body; in `/leak-all`, the body's stream too; in
 //! `/leak-late`, the same after a 50 ms pause once the head is out. A
 //! body leaked by `/leak` is kept (an instance that serves again still
-//! holds it), and `/finish-leaked` finishes the one kept longest and
-//! answers with what `finish` returned.
+//! holds it), and `/finish-leaked` writes to and finishes the one kept
+//! longest and answers with what `write` and `finish` returned.
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -33,10 +33,12 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         let path = request.path_with_query().unwrap_or_default();
         let text = if path.ends_with("/finish-leaked") {
             match LEAKED.with(|leaked| oldest(&mut leaked.borrow_mut())) {
-                Some(body) => format!(
-                    "finish of a leaked body: {:?}\n",
-                    OutgoingBody::finish(body, None)
-                ),
+                Some(body) => {
+                    // Any stream it hands out goes before `finish`.
+                    let write = body.write().map(drop);
+                    let finish = OutgoingBody::finish(body, None);
+                    format!("leaked body: write {write:?}, finish {finish:?}\n")
+                }
                 None => "no leaked body\n".to_string(),
             }
         } else {

@@ -73,14 +73,18 @@ impl Drop for RunningStore {
 /// Each stays in the table as a spent body, not removed: the guest may
 /// still hold its handle (a warm instance keeps it across requests), and
 /// a freed slot could later hold another body that handle would then
-/// reach. A spent body reads nothing and goes nowhere, and it claims a
-/// length no write can reach, so a `finish` called on it later fails
-/// (with a body-size error) instead of passing for a body sent whole.
+/// reach. A spent body has no stream to hand out (`write` on it fails),
+/// and it claims a length no write could reach, so a `finish` called on
+/// it later fails instead of passing for a body sent whole. That error is
+/// a response body-size one even for a request's body: which of the two
+/// the original was is private to wasmtime-wasi-http.
 fn abort_unfinished_bodies(table: &mut ResourceTable) {
     for entry in table.iter_mut() {
         if let Some(body) = entry.downcast_mut::<HostOutgoingBody>() {
             // A finished body has left the table; this one never will.
-            let (spent, _) = HostOutgoingBody::new(StreamContext::Response, Some(u64::MAX), 1, 1);
+            let (mut spent, _) =
+                HostOutgoingBody::new(StreamContext::Response, Some(u64::MAX), 1, 1);
+            drop(spent.take_output_stream());
             std::mem::replace(body, spent).abort();
         }
     }
