@@ -46,6 +46,8 @@ def parse_args(argv):
 
 
 def context(args):
+    if args.rounds is not None and args.rounds < 1:
+        sys.exit("bench: --rounds must be at least 1")
     profile = "release" if args.release else "debug"
     components = os.path.join(REPO, "components", "target")
     # The host's build directory: cargo's, wherever CARGO_TARGET_DIR puts it.
@@ -73,7 +75,7 @@ def context(args):
             args.warmup if args.warmup is not None else (0 if args.smoke else 1),
             args.threads,
         ),
-        rounds=max(1, args.rounds or (2 if args.smoke else 3)),
+        rounds=args.rounds or (2 if args.smoke else 3),
         extra_services=args.extra_services or (3 if args.smoke else 50),
         warm_starts=1 if args.smoke else 3,
         many_services=args.many_services or (20 if args.smoke else 1000),
@@ -139,7 +141,7 @@ def main(argv):
             f" in {result['run']['seconds_total']} s")
     # A failed case or a non-2xx answer means a case is broken, not slow:
     # the smoke run in CI fails on it.
-    failed = [c["key"] for c in result["load"] if c["status"] == "failed"
+    failed = [c["key"] for c in result["load"] if c["status"] == "failed" or c.get("non_2xx")
               or any(r["non_2xx"] for r in c["runs"])]
     if failed:
         ctx.log(f"bench: cases failed or answered non-2xx: {', '.join(failed)};"

@@ -189,20 +189,32 @@ def median(values):
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+# Which round's case stands for the merged one when not every round was
+# ok: a failure above all, so CI's smoke run fails on it.
+STATUS_RANK = {"failed": 0, "not available": 1, "skipped": 2, "ok": 3}
+
+
 def merge_rounds(rounds):
-    """One list of cases from several rounds of the same cases: a case
-    failed (or skipped) in any round is that round's case, reason and all;
-    otherwise each connection count's run has the median of its rounds for
-    each of MEDIAN_OF_ROUNDS, the sum of requests and errors, the largest
-    max, and each round's own figures under `rounds`."""
+    """One list of cases from several rounds of the same cases. A case not
+    ok in every round is its worst round's case (failed before not
+    available before skipped), keeping the non-2xx answers of its ok
+    rounds. Otherwise each connection count's run has the median of its
+    rounds for each of MEDIAN_OF_ROUNDS (each taken on its own), the sum
+    of requests and errors, the largest max, and each round's own run
+    under `rounds`."""
     merged = []
-    for same in zip(*rounds):
-        bad = next((c for c in same if c["status"] != "ok"), None)
-        if bad is not None or len(same) == 1:
-            merged.append(bad or same[0])
+    for same in zip(*rounds, strict=True):
+        keys = {c["key"] for c in same}
+        assert len(keys) == 1, f"rounds ran different cases: {sorted(keys)}"
+        worst = min(same, key=lambda c: STATUS_RANK.get(c["status"], 0))
+        if worst["status"] != "ok" or len(same) == 1:
+            answered_non_2xx = sum(r["non_2xx"] for c in same for r in c["runs"])
+            merged.append({**worst, "non_2xx": answered_non_2xx})
             continue
         runs = []
-        for by_conns in zip(*(c["runs"] for c in same)):
+        for by_conns in zip(*(c["runs"] for c in same), strict=True):
+            conns = {r["connections"] for r in by_conns}
+            assert len(conns) == 1, f"rounds ran different connection counts: {sorted(conns)}"
             run = {"connections": by_conns[0]["connections"]}
             for metric in MEDIAN_OF_ROUNDS:
                 values = [r[metric] for r in by_conns if r.get(metric) is not None]
@@ -210,7 +222,7 @@ def merge_rounds(rounds):
             for total in ("requests", "errors", "non_2xx"):
                 run[total] = sum(r[total] for r in by_conns)
             run["max_ms"] = max(r["max_ms"] for r in by_conns)
-            run["rounds"] = [{m: r.get(m) for m in MEDIAN_OF_ROUNDS} for r in by_conns]
+            run["rounds"] = [dict(r) for r in by_conns]
             runs.append(run)
         merged.append({**same[0], "runs": runs})
     return merged
@@ -219,7 +231,7 @@ def merge_rounds(rounds):
 def spread(run):
     """Half the range of a merged run's req/s over its rounds, as a share
     of the median; None for a single round."""
-    rounds = [r["rps"] for r in run.get("rounds", []) if r.get("rps")]
+    rounds = [r["rps"] for r in run.get("rounds", []) if r.get("rps") is not None]
     if len(rounds) < 2 or not run.get("rps"):
         return None
     return (max(rounds) - min(rounds)) / 2 / run["rps"]

@@ -83,8 +83,9 @@ def render(result):
         f" {r['finished']}",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
         f"load: {r['load_generator']}, {r['wrk_threads']} thread(s), {r['seconds']} s per run"
-        f" after {r['warmup_seconds']} s warm-up, loopback; each figure the median of"
-        f" {r['rounds']} round(s), every host started afresh in each",
+        f" after {r['warmup_seconds']} s warm-up, loopback; {r['rounds']} round(s), every"
+        " host started afresh in each: each column the median of its rounds (taken on its"
+        " own), errors their sum",
         "xa = ratio to (a) native axum, xd = ratio to (d) wasmtime serve defaults"
         " (same connections; for latency below 1x is faster); +- = half the range of"
         " req/s over the rounds, as a share of the median",
