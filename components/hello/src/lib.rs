@@ -9,6 +9,7 @@
 //! longest and answers with what `write` and `finish` returned.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::Write as _;
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -18,12 +19,7 @@ wasi::http::proxy::export!(Hello);
 
 thread_local! {
     /// Bodies `/leak` returned without finishing, oldest first.
-    static LEAKED: RefCell<Vec<OutgoingBody>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Takes the first of `bodies`, if any.
-fn oldest(bodies: &mut Vec<OutgoingBody>) -> Option<OutgoingBody> {
-    (!bodies.is_empty()).then(|| bodies.remove(0))
+    static LEAKED: RefCell<VecDeque<OutgoingBody>> = const { RefCell::new(VecDeque::new()) };
 }
 
 struct Hello;
@@ -32,7 +28,7 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
         let text = if path.ends_with("/finish-leaked") {
-            match LEAKED.with(|leaked| oldest(&mut leaked.borrow_mut())) {
+            match LEAKED.with(|leaked| leaked.borrow_mut().pop_front()) {
                 Some(body) => {
                     // Any stream it hands out goes before `finish`.
                     let write = body.write().map(drop);
@@ -69,7 +65,7 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
             return;
         }
         if path.ends_with("/leak") {
-            LEAKED.with(|leaked| leaked.borrow_mut().push(body));
+            LEAKED.with(|leaked| leaked.borrow_mut().push_back(body));
             return;
         }
         let _ = OutgoingBody::finish(body, None);
