@@ -97,3 +97,24 @@ async fn finished_bodies_get_a_length_and_streaming_ones_stay_chunked() {
     assert_eq!(streamed.text().await.unwrap(), "chunk 0\nchunk 1\n");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_and_proxy_headers_never_reach_a_service() {
+    let host = TestHost::start().await;
+    let response = host
+        .http
+        .get(host.url("/alpha/headers"))
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("proxy-connection", "keep-alive")
+        .header("x-custom", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(seen["x-custom"], "kept", "{seen}");
+    for forbidden in ["proxy-authorization", "proxy-connection", "host"] {
+        assert!(seen.get(forbidden).is_none(), "{forbidden} reached the service: {seen}");
+    }
+    host.stop().await;
+}

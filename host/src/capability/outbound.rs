@@ -19,10 +19,22 @@ use http::Request;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime_wasi_http::{Error, RequestOptions, Result, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, Result, WasiBody,
+    WasiHttpHooks,
+};
 
 /// The host suffix of service calls.
 pub const INTERNAL_SUFFIX: &str = ".internal";
+
+/// The headers a guest never sees nor sets: wasmtime-wasi-http's own list,
+/// held once. Its default check builds that list and a shared closure on
+/// every call, five times a request.
+static FORBIDDEN_HEADERS: [http::HeaderName; 9] = DEFAULT_FORBIDDEN_HEADERS;
+
+fn is_forbidden(name: &http::HeaderName) -> bool {
+    FORBIDDEN_HEADERS.contains(name)
+}
 
 /// Default connect, first-byte and between-bytes timeout for outside calls;
 /// far below wasmtime-wasi-http's 600 s, and the request's deadline caps it.
@@ -170,6 +182,14 @@ type SendResult = Result<(
 )>;
 
 impl WasiHttpHooks for OutboundHooks {
+    fn is_forbidden_header(&mut self, name: &http::HeaderName) -> bool {
+        is_forbidden(name)
+    }
+
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(is_forbidden)
+    }
+
     fn send_request(
         &mut self,
         mut request: Request<WasiBody>,
