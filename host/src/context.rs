@@ -179,22 +179,38 @@ impl TraceContext {
 
     /// The trace id as 32 hex digits.
     pub fn trace_id_hex(&self) -> String {
-        let mut out = String::with_capacity(32);
-        push_hex(&mut out, &self.trace_id);
-        out
+        let mut out = [0; 32];
+        write_hex(&mut out, &self.trace_id);
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The `traceparent` header value.
     pub fn header(&self) -> String {
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        push_hex(&mut out, &self.trace_id);
-        out.push('-');
-        push_hex(&mut out, &self.span_id);
-        out.push('-');
-        push_hex(&mut out, &[self.flags]);
+        String::from_utf8_lossy(&self.encoded()).into_owned()
+    }
+
+    /// The `traceparent` header value, ready for a header map.
+    pub fn header_value(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_bytes(&self.encoded()).ok()
+    }
+
+    /// `00-{trace id}-{span id}-{flags}`, written without the formatter or
+    /// an allocation (one is made on every request).
+    fn encoded(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        write_hex(&mut out[3..35], &self.trace_id);
+        write_hex(&mut out[36..52], &self.span_id);
+        write_hex(&mut out[53..], &[self.flags]);
         out
     }
+}
+
+/// A new request id: 32 random hex digits (a v4 UUID without dashes).
+pub fn new_request_id() -> Arc<str> {
+    let mut out = [0; 32];
+    write_hex(&mut out, uuid::Uuid::new_v4().as_bytes());
+    Arc::from(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 fn hex(text: &str) -> Option<Vec<u8>> {
@@ -207,19 +223,32 @@ fn hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Appends `bytes` as lowercase hex (a `traceparent` is built on every
-/// request; this skips the formatter).
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Writes `bytes` as lowercase hex into `out`, twice their length.
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_32_random_hex_digits() {
+        let (a, b) = (new_request_id(), new_request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn a_client_traceparent_is_continued_with_a_new_span() {

@@ -64,8 +64,7 @@ pub struct GatewayState {
 }
 
 /// The service that answered (or refused) a request and the version that
-/// ran it, in the response's extensions for the access log.
-#[derive(Clone)]
+/// ran it, for the access log.
 struct ServedBy {
     service: Arc<crate::registry::ServiceContext>,
     version: Option<Arc<str>>,
@@ -98,24 +97,23 @@ impl crate::listener::Handler for Gateway {
 /// What a request that came in carries through the gateway.
 type Request = http::Request<Incoming>;
 
+/// The response to `request`, and who served it if it was routed.
 async fn proxy(
     state: &GatewayState,
     id: &Arc<str>,
     peer: SocketAddr,
     request: Request,
-) -> Response {
+) -> (Response, Option<ServedBy>) {
     if request.uri().path() == LIVENESS_PATH {
-        return axum::Json(serde_json::json!({ "status": "ok" })).into_response();
+        let ok = axum::Json(serde_json::json!({ "status": "ok" })).into_response();
+        return (ok, None);
     }
     let mut routed = None;
-    let mut response = match forward(state, Arc::clone(id), peer, request, &mut routed).await {
+    let response = match forward(state, Arc::clone(id), peer, request, &mut routed).await {
         Ok(response) => response,
         Err(e) => e.into_response(id),
     };
-    if let Some(served) = routed {
-        response.extensions_mut().insert(served);
-    }
-    response
+    (response, routed)
 }
 
 async fn forward(
@@ -307,7 +305,7 @@ pub(crate) fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
     if let Ok(value) = HeaderValue::from_str(&ctx.id) {
         headers.insert(REQUEST_ID_HEADER, value);
     }
-    if let Ok(value) = HeaderValue::try_from(ctx.trace.header()) {
+    if let Some(value) = ctx.trace.header_value() {
         headers.insert(TRACEPARENT_HEADER, value);
     }
     for (name, value) in ctx.identity_headers() {
@@ -323,10 +321,7 @@ pub(crate) fn set_host_headers(headers: &mut HeaderMap, ctx: &RequestContext) {
 async fn access_log(state: Arc<GatewayState>, request: Request, peer: SocketAddr) -> Response {
     let id: Arc<str> = header_text(request.headers(), REQUEST_ID_HEADER)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(
-            || uuid::Uuid::new_v4().simple().to_string().into(),
-            Arc::from,
-        );
+        .map_or_else(crate::context::new_request_id, Arc::from);
     let method = request.method().clone();
     // A `Uri` shares its bytes: cloning it copies no text.
     let uri = request.uri().clone();
@@ -360,12 +355,11 @@ async fn access_log(state: Arc<GatewayState>, request: Request, peer: SocketAddr
     }
     let started = Instant::now();
     let scope = RequestScope::new(Arc::clone(&id), &span);
-    let mut response = scope
+    let (mut response, served) = scope
         .run(proxy(&state, &id, peer, request))
         .instrument(span.clone())
         .await;
     let elapsed = started.elapsed();
-    let served = response.extensions_mut().remove::<ServedBy>();
     let service = served.as_ref().map(|s| &s.service);
     let status = response.status().as_u16();
     match service {

@@ -46,11 +46,17 @@ pub(super) fn unfinished() -> wasmtime_wasi_http::Error {
     ))
 }
 
+/// A frame of a body read ahead: data, trailers, or the error it ended with.
+type Ready = Result<Frame<Bytes>, wasmtime_wasi_http::Error>;
+
 /// A body read ahead whole: its frames, ending with its error if it had one.
 pub(super) struct SettledBody {
-    /// Frames (data, trailers or the error it ended with) not yet sent.
-    ready: VecDeque<Result<Frame<Bytes>, wasmtime_wasi_http::Error>>,
-    /// The data left in `ready`, when the body ended cleanly without
+    /// The first frame not yet sent; most bodies are one frame, kept
+    /// without an allocation.
+    first: Option<Ready>,
+    /// The frames after it.
+    rest: VecDeque<Ready>,
+    /// The data left in `first` and `rest`, when the body ended cleanly without
     /// trailers and its length is claimed.
     length: Option<u64>,
 }
@@ -62,7 +68,11 @@ impl SettledBody {
     /// no more memory than the body already did.
     fn read_ahead(mut body: HyperOutgoingBody, claim_length: bool) -> Self {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut ready = VecDeque::new();
+        let mut settled = Self {
+            first: None,
+            rest: VecDeque::new(),
+            length: None,
+        };
         let mut length = Some(0u64);
         loop {
             match Pin::new(&mut body).poll_frame(&mut cx) {
@@ -73,23 +83,29 @@ impl SettledBody {
                         // Trailers need a chunked body.
                         None => None,
                     };
-                    ready.push_back(Ok(frame));
+                    settled.push(Ok(frame));
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    ready.push_back(Err(e));
+                    settled.push(Err(e));
                     length = None;
                     break;
                 }
                 Poll::Pending => {
-                    ready.push_back(Err(unfinished()));
+                    settled.push(Err(unfinished()));
                     length = None;
                     break;
                 }
             }
         }
-        Self {
-            ready,
-            length: length.filter(|_| claim_length),
+        settled.length = length.filter(|_| claim_length);
+        settled
+    }
+
+    fn push(&mut self, frame: Ready) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
         }
     }
 }
@@ -102,7 +118,10 @@ impl Body for SettledBody {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = self.ready.pop_front();
+        let frame = match self.first.take() {
+            Some(frame) => Some(frame),
+            None => self.rest.pop_front(),
+        };
         if let (Some(length), Some(Ok(frame))) = (&mut self.length, &frame) {
             *length -= frame.data_ref().map_or(0, |d| d.len() as u64);
         }
@@ -110,7 +129,7 @@ impl Body for SettledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ready.is_empty()
+        self.first.is_none() && self.rest.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {

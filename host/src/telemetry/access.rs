@@ -74,23 +74,37 @@ pub fn record(entry: &AccessEntry<'_>) {
         );
         return;
     };
-    let line = match sink.format {
-        LogFormat::Text => text_line(entry, SystemTime::now(), sink.ansi),
-        LogFormat::Json => json_line(entry, SystemTime::now()),
-    };
-    sink.writer.append(line.as_bytes());
+    match sink.format {
+        LogFormat::Text => LINE.with_borrow_mut(|line| {
+            // A buffer per thread, reused: no allocation per line.
+            line.clear();
+            text_line(line, entry, SystemTime::now(), sink.ansi);
+            sink.writer.append(line.as_bytes());
+        }),
+        LogFormat::Json => sink
+            .writer
+            .append(json_line(entry, SystemTime::now()).as_bytes()),
+    }
+}
+
+thread_local! {
+    /// The text line being written on this thread.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    /// The second of the last timestamp and its text up to the fraction,
+    /// `2026-12-04T21:52:45.`: lines within a second share it.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
 }
 
 fn millis(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64() * 1000.0
 }
 
-/// `2026-12-04T21:52:45.369682Z  INFO request{request_id=… service=hello
-/// version=48bcaf79ddfc}: bazaar::access: served method=GET path=/hello
-/// status=200 elapsed_ms=0.048`, as `tracing`'s text format would put it.
-fn text_line(entry: &AccessEntry<'_>, now: SystemTime, ansi: bool) -> String {
-    let mut line = String::with_capacity(256);
-    timestamp(&mut line, now);
+/// Appends `2026-12-04T21:52:45.369682Z  INFO request{request_id=…
+/// service=hello version=48bcaf79ddfc}: bazaar::access: served method=GET
+/// path=/hello status=200 elapsed_ms=0.048` to `line`, as `tracing`'s text
+/// format would put it.
+fn text_line(line: &mut String, entry: &AccessEntry<'_>, now: SystemTime, ansi: bool) {
+    timestamp(line, now);
     line.push_str(if ansi {
         " \x1b[32m INFO\x1b[0m "
     } else {
@@ -115,19 +129,14 @@ fn text_line(entry: &AccessEntry<'_>, now: SystemTime, ansi: bool) -> String {
     line.push_str(" path=");
     line.push_str(entry.path);
     line.push_str(" status=");
-    push_number(&mut line, u64::from(entry.status), 1);
+    push_number(line, u64::from(entry.status), 1);
     line.push_str(" elapsed_ms=");
     // Milliseconds with three decimals, rounded to the microsecond.
     let micros = (entry.elapsed.as_nanos() + 500) / 1000;
-    push_number(
-        &mut line,
-        u64::try_from(micros / 1000).unwrap_or(u64::MAX),
-        1,
-    );
+    push_number(line, u64::try_from(micros / 1000).unwrap_or(u64::MAX), 1);
     line.push('.');
-    push_number(&mut line, (micros % 1000) as u64, 3);
+    push_number(line, (micros % 1000) as u64, 3);
     line.push('\n');
-    line
 }
 
 /// `value` in decimal, zero-padded to at least `width` digits.
@@ -140,9 +149,8 @@ fn push_number(out: &mut String, mut value: u64, width: usize) {
         value /= 10;
     }
     start = start.min(digits.len().saturating_sub(width.min(digits.len())));
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
-    }
+    // Digits only: always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// The same as one JSON object, in the shape of `tracing`'s JSON format:
@@ -181,6 +189,20 @@ fn json_line(entry: &AccessEntry<'_>, now: SystemTime) -> String {
 fn timestamp(out: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            *second = secs;
+            text.clear();
+            second_stamp(text, secs);
+        }
+        out.push_str(text);
+    });
+    push_number(out, u64::from(since.subsec_micros()), 6);
+    out.push('Z');
+}
+
+/// `secs` after the epoch up to the fraction: `2026-12-04T21:52:45.`.
+fn second_stamp(out: &mut String, secs: u64) {
     let (days, of_day) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
     push_number(out, year, 4);
@@ -195,8 +217,6 @@ fn timestamp(out: &mut String, now: SystemTime) {
     out.push(':');
     push_number(out, of_day % 60, 2);
     out.push('.');
-    push_number(out, u64::from(since.subsec_micros()), 6);
-    out.push('Z');
 }
 
 /// The calendar date `days` after 1970-01-01 (Howard Hinnant's algorithm,
@@ -234,6 +254,13 @@ mod tests {
         out.clear();
         timestamp(&mut out, at(1_798_761_599, 999_999));
         assert_eq!(out, "2026-12-31T23:59:59.999999Z");
+        // The same second again, and back to an earlier one.
+        out.clear();
+        timestamp(&mut out, at(1_798_761_599, 5));
+        assert_eq!(out, "2026-12-31T23:59:59.000005Z");
+        out.clear();
+        timestamp(&mut out, at(0, 1));
+        assert_eq!(out, "1970-01-01T00:00:00.000001Z");
     }
 
     fn entry() -> AccessEntry<'static> {
@@ -250,7 +277,8 @@ mod tests {
 
     #[test]
     fn a_text_line_reads_like_the_other_log_lines() {
-        let line = text_line(&entry(), at(1_709_210_096, 789), false);
+        let mut line = String::new();
+        text_line(&mut line, &entry(), at(1_709_210_096, 789), false);
         assert_eq!(
             line,
             "2024-02-29T12:34:56.000789Z  INFO request{request_id=r-1 service=hello \
@@ -268,7 +296,9 @@ mod tests {
             (Duration::from_micros(1_000), "elapsed_ms=1.000\n"),
             (Duration::from_micros(12_345_678), "elapsed_ms=12345.678\n"),
         ] {
-            let line = text_line(
+            let mut line = String::new();
+            text_line(
+                &mut line,
                 &AccessEntry {
                     elapsed,
                     status: 503,
