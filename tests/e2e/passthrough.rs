@@ -114,7 +114,10 @@ async fn hop_by_hop_and_proxy_headers_never_reach_a_service() {
     let seen: serde_json::Value = response.json().await.unwrap();
     assert_eq!(seen["x-custom"], "kept", "{seen}");
     for forbidden in ["proxy-authorization", "proxy-connection", "host"] {
-        assert!(seen.get(forbidden).is_none(), "{forbidden} reached the service: {seen}");
+        assert!(
+            seen.get(forbidden).is_none(),
+            "{forbidden} reached the service: {seen}"
+        );
     }
     host.stop().await;
 }
