@@ -234,7 +234,10 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
             crate::gateway::Gateway::new(gateway_state),
             limits,
             signal.clone(),
-            gateway_config.connection_threads(),
+            listener::ConnectionThreads {
+                count: gateway_config.connection_threads(),
+                batch_scheduling: gateway_config.batch_scheduling,
+            },
         )
         .context("cannot start the gateway's connection threads")?,
         listener::serve(
@@ -246,7 +249,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
                 ..limits
             },
             signal.clone(),
-            0,
+            listener::ConnectionThreads::SHARED,
         )
         .context("cannot start the admin listener")?,
         tokio::spawn(delivery.run(signal.clone())),

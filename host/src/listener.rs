@@ -12,7 +12,14 @@
 //! single-threaded runtime each (`[gateway] threads`): measured on a 2-core
 //! machine with many connections, a warm request costs 6-22% (mostly ~10%)
 //! less host CPU than on the shared work-stealing runtime, where an idle
-//! worker is woken to steal nearly every time a task is woken.
+//! worker is woken to steal nearly every time a task is woken. Those
+//! threads run under `SCHED_BATCH` (`[gateway] batch_scheduling`): woken by
+//! a request, one does not preempt the thread on its core; it runs when that
+//! one sleeps or its slice ends, and finds more requests waiting. Measured
+//! on the same machine (warm hello, 16 connections, the load generator on
+//! the same cores): the load generator was preempted 0.14 times a request
+//! and now 0.002, the gateway threads slept 0.17 times a request and now
+//! 0.09, and throughput rose ~8% (14 of 15 alternating runs).
 
 use axum::Router;
 use axum::body::Body;
@@ -56,6 +63,24 @@ impl Handler for Router {
     }
 }
 
+/// The threads that serve one listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionThreads {
+    /// Threads of their own; 0 serves the connections on the calling
+    /// runtime.
+    pub count: usize,
+    /// Whether those threads run under `SCHED_BATCH` (Linux only).
+    pub batch_scheduling: bool,
+}
+
+impl ConnectionThreads {
+    /// The calling runtime's own workers.
+    pub const SHARED: Self = Self {
+        count: 0,
+        batch_scheduling: false,
+    };
+}
+
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
@@ -71,17 +96,17 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then lets open
-/// requests finish. With `threads` > 0 the connections are served by that
-/// many threads of their own (see [`serve_on_threads`]); with 0, on the
-/// calling runtime.
+/// requests finish. With a thread count above 0 the connections are served
+/// by that many threads of their own (see [`serve_on_threads`]); with 0, on
+/// the calling runtime.
 pub fn serve(
     listener: TcpListener,
     app: impl Handler,
     limits: ConnectionLimits,
     shutdown: watch::Receiver<bool>,
-    threads: usize,
+    threads: ConnectionThreads,
 ) -> std::io::Result<JoinHandle<()>> {
-    if threads > 0 {
+    if threads.count > 0 {
         return serve_on_threads(listener, app, limits, shutdown, threads);
     }
     Ok(tokio::spawn(async move {
@@ -106,11 +131,11 @@ fn serve_on_threads(
     app: impl Handler,
     limits: ConnectionLimits,
     shutdown: watch::Receiver<bool>,
-    threads: usize,
+    threads: ConnectionThreads,
 ) -> std::io::Result<JoinHandle<()>> {
-    let mut workers = Vec::with_capacity(threads);
-    let mut finished = Vec::with_capacity(threads);
-    for n in 0..threads {
+    let mut workers = Vec::with_capacity(threads.count);
+    let mut finished = Vec::with_capacity(threads.count);
+    for n in 0..threads.count {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -121,6 +146,16 @@ fn serve_on_threads(
         std::thread::Builder::new()
             .name(format!("bazaar-gateway-{n}"))
             .spawn(move || {
+                if threads.batch_scheduling
+                    && let Err(e) = schedule_as_batch()
+                    && e.kind() != std::io::ErrorKind::Unsupported
+                    && n == 0
+                {
+                    tracing::warn!(
+                        "gateway threads keep the default scheduling policy: {e}; \
+                         set [gateway] batch_scheduling = false to silence this"
+                    );
+                }
                 runtime.block_on(async move {
                     while let Some((stream, peer, held)) = arrivals.recv().await {
                         match TcpStream::from_std(stream) {
@@ -168,6 +203,33 @@ fn serve_on_threads(
             let _ = thread.await;
         }
     }))
+}
+
+/// Puts the calling thread under `SCHED_BATCH`: the kernel no longer lets
+/// it preempt the thread running on its core when it wakes.
+#[cfg(target_os = "linux")]
+fn schedule_as_batch() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // The exception to `unsafe_code`: a plain system call on the calling
+    // thread (pid 0), which reads `param`, a local that outlives the call,
+    // and keeps no pointer to it. Moving between the two non-real-time
+    // policies needs no privilege.
+    #[allow(unsafe_code)]
+    let status = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Other systems have no batch policy.
+#[cfg(not(target_os = "linux"))]
+fn schedule_as_batch() -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "SCHED_BATCH is Linux-only",
+    ))
 }
 
 /// A connection accepted and not yet served, on its way to a thread.
@@ -317,4 +379,76 @@ impl<H: Handler> Connections<H> {
 async fn stopped(signal: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns must not live across an await.
     let _ = signal.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Answers with the scheduling policy of the thread serving the
+    /// request: field 41 of its `/proc` stat line (0 normal, 3 batch).
+    #[derive(Clone)]
+    struct ServingPolicy;
+
+    impl Handler for ServingPolicy {
+        fn call(
+            &self,
+            _request: http::Request<Incoming>,
+            _peer: SocketAddr,
+        ) -> impl Future<Output = Response> + Send + use<> {
+            let policy = std::fs::read_to_string("/proc/thread-self/stat")
+                .ok()
+                .and_then(|stat| {
+                    // Fields from the third on follow the command's `)`.
+                    let (_, after) = stat.rsplit_once(')')?;
+                    after.split_whitespace().nth(41 - 3).map(str::to_owned)
+                })
+                .unwrap_or_default();
+            async move { Response::new(Body::from(policy)) }
+        }
+    }
+
+    async fn policy_serving(threads: ConnectionThreads) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 4,
+            max_headers: 16,
+            max_header_bytes: 8192,
+        };
+        let (stop, shutdown) = watch::channel(false);
+        let served = serve(listener, ServingPolicy, limits, shutdown, threads).expect("serve");
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        let _ = stop.send(true);
+        served.await.expect("listener");
+        let (_, body) = answer.split_once("\r\n\r\n").expect("a response");
+        body.to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateway_threads_run_under_the_batch_policy_when_asked() {
+        let batch = ConnectionThreads {
+            count: 1,
+            batch_scheduling: true,
+        };
+        assert_eq!(policy_serving(batch).await, libc::SCHED_BATCH.to_string());
+        let normal = ConnectionThreads {
+            batch_scheduling: false,
+            ..batch
+        };
+        assert_eq!(policy_serving(normal).await, libc::SCHED_OTHER.to_string());
+        // The shared runtime's workers are left alone.
+        assert_eq!(
+            policy_serving(ConnectionThreads::SHARED).await,
+            libc::SCHED_OTHER.to_string()
+        );
+    }
 }
