@@ -87,11 +87,13 @@ pub struct GatewaySection {
     /// Run those threads under Linux's batch scheduling policy
     /// (`SCHED_BATCH`): a thread woken by a request does not preempt what
     /// runs on its core but waits for that to sleep or use up its time
-    /// slice, so a busy host switches between threads about half as often.
-    /// Under load that competes for the cores, a request can wait up to
-    /// one time slice (a few milliseconds) longer; on an idle core it runs
-    /// at once. Ignored with `threads = 0` and on other systems.
-    /// `batch_scheduling = true`
+    /// slice, so a busy host switches between threads about half as often
+    /// and serves ~8% more warm requests a second; but under load that
+    /// competes for the cores a request can wait up to one time slice
+    /// longer (warm hello's p99 went from 0.3 to ~4 ms with the load
+    /// generator on the same cores). Off by default: for hosts that value
+    /// throughput over the tail. Ignored with `threads = 0` and on other
+    /// systems. `batch_scheduling = false`
     pub batch_scheduling: bool,
 }
 
@@ -117,7 +119,7 @@ impl Default for GatewaySection {
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
             threads: None,
-            batch_scheduling: true,
+            batch_scheduling: false,
         }
     }
 }
