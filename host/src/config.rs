@@ -92,8 +92,9 @@ pub struct GatewaySection {
     /// competes for the cores a request can wait up to one time slice
     /// longer (warm hello's p99 went from 0.3 to ~4 ms with the load
     /// generator on the same cores). Off by default: for hosts that value
-    /// throughput over the tail. Ignored with `threads = 0` and on other
-    /// systems. `batch_scheduling = false`
+    /// throughput over the tail. The runtime's blocking threads keep the
+    /// default policy. Ignored with `threads = 0`; Linux with glibc only
+    /// (elsewhere a warning). `batch_scheduling = false`
     pub batch_scheduling: bool,
 }
 

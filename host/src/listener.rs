@@ -137,9 +137,16 @@ fn serve_on_threads(
     let mut workers = Vec::with_capacity(threads.count);
     let mut finished = Vec::with_capacity(threads.count);
     for n in 0..threads.count {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        if threads.batch_scheduling {
+            // A thread starts under its creator's policy: the runtime's
+            // blocking threads (file and store work, name lookups) keep
+            // the default one.
+            builder.on_thread_start(|| {
+                let _ = set_scheduling_policy(Policy::Default);
+            });
+        }
+        let runtime = builder.enable_all().build()?;
         let (handoff, mut arrivals) = mpsc::unbounded_channel::<Accepted>();
         let (done, finished_rx) = oneshot::channel::<()>();
         let connections = Connections::new(app.clone(), limits);
@@ -148,8 +155,7 @@ fn serve_on_threads(
             .name(format!("bazaar-gateway-{n}"))
             .spawn(move || {
                 if threads.batch_scheduling
-                    && let Err(e) = schedule_as_batch()
-                    && e.kind() != std::io::ErrorKind::Unsupported
+                    && let Err(e) = set_scheduling_policy(Policy::Batch)
                     && n == 0
                 {
                     tracing::warn!(
@@ -206,17 +212,30 @@ fn serve_on_threads(
     }))
 }
 
-/// Puts the calling thread under `SCHED_BATCH`: the kernel no longer lets
-/// it preempt the thread running on its core when it wakes.
-#[cfg(target_os = "linux")]
-fn schedule_as_batch() -> std::io::Result<()> {
+/// A thread's scheduling policy.
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    /// `SCHED_OTHER`, what threads start with.
+    Default,
+    /// `SCHED_BATCH`: woken, the thread does not preempt the one running
+    /// on its core.
+    Batch,
+}
+
+/// Puts the calling thread under `policy`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_scheduling_policy(policy: Policy) -> std::io::Result<()> {
+    let policy = match policy {
+        Policy::Default => libc::SCHED_OTHER,
+        Policy::Batch => libc::SCHED_BATCH,
+    };
     let param = libc::sched_param { sched_priority: 0 };
     // The exception to `unsafe_code`: a plain system call on the calling
     // thread (pid 0), which reads `param`, a local that outlives the call,
     // and keeps no pointer to it. Moving between the two non-real-time
     // policies needs no privilege.
     #[allow(unsafe_code)]
-    let status = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &raw const param) };
+    let status = unsafe { libc::sched_setscheduler(0, policy, &raw const param) };
     if status == 0 {
         Ok(())
     } else {
@@ -224,12 +243,13 @@ fn schedule_as_batch() -> std::io::Result<()> {
     }
 }
 
-/// Other systems have no batch policy.
-#[cfg(not(target_os = "linux"))]
-fn schedule_as_batch() -> std::io::Result<()> {
+/// Elsewhere (other systems, and musl, whose `sched_param` differs) the
+/// policy is left as it is.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set_scheduling_policy(_policy: Policy) -> std::io::Result<()> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
-        "SCHED_BATCH is Linux-only",
+        "choosing a scheduling policy is supported on Linux with glibc only",
     ))
 }
 
@@ -382,13 +402,26 @@ async fn stopped(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    /// Answers with the scheduling policy of the thread serving the
-    /// request: field 41 of its `/proc` stat line (0 normal, 3 batch).
+    /// The calling thread's scheduling policy: field 41 of its `/proc`
+    /// stat line (0 normal, 3 batch).
+    fn policy() -> String {
+        std::fs::read_to_string("/proc/thread-self/stat")
+            .ok()
+            .and_then(|stat| {
+                // Fields from the third on follow the command's `)`.
+                let (_, after) = stat.rsplit_once(')')?;
+                after.split_whitespace().nth(41 - 3).map(str::to_owned)
+            })
+            .unwrap_or_default()
+    }
+
+    /// Answers with the policy of the thread serving the request, then
+    /// that of a blocking thread of the same runtime.
     #[derive(Clone)]
     struct ServingPolicy;
 
@@ -398,15 +431,13 @@ mod tests {
             _request: http::Request<Incoming>,
             _peer: SocketAddr,
         ) -> impl Future<Output = Response> + Send + use<> {
-            let policy = std::fs::read_to_string("/proc/thread-self/stat")
-                .ok()
-                .and_then(|stat| {
-                    // Fields from the third on follow the command's `)`.
-                    let (_, after) = stat.rsplit_once(')')?;
-                    after.split_whitespace().nth(41 - 3).map(str::to_owned)
-                })
-                .unwrap_or_default();
-            async move { Response::new(Body::from(policy)) }
+            let serving = policy();
+            async move {
+                let blocking = tokio::task::spawn_blocking(policy)
+                    .await
+                    .unwrap_or_default();
+                Response::new(Body::from(format!("{serving} {blocking}")))
+            }
         }
     }
 
@@ -440,16 +471,21 @@ mod tests {
             count: 1,
             batch_scheduling: true,
         };
-        assert_eq!(policy_serving(batch).await, libc::SCHED_BATCH.to_string());
+        let (other, batch_policy) = (libc::SCHED_OTHER, libc::SCHED_BATCH);
+        // Its blocking threads (started from it) go back to the default.
+        assert_eq!(
+            policy_serving(batch).await,
+            format!("{batch_policy} {other}")
+        );
         let normal = ConnectionThreads {
             batch_scheduling: false,
             ..batch
         };
-        assert_eq!(policy_serving(normal).await, libc::SCHED_OTHER.to_string());
+        assert_eq!(policy_serving(normal).await, format!("{other} {other}"));
         // The shared runtime's workers are left alone.
         assert_eq!(
             policy_serving(ConnectionThreads::SHARED).await,
-            libc::SCHED_OTHER.to_string()
+            format!("{other} {other}")
         );
     }
 }
