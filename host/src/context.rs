@@ -206,7 +206,7 @@ impl TraceContext {
     }
 }
 
-/// A new request id: 32 random hex digits (a v4 UUID without dashes).
+/// A new request id: a random (v4) UUID as 32 hex digits, no dashes.
 pub fn new_request_id() -> Arc<str> {
     let mut out = [0; 32];
     write_hex(&mut out, uuid::Uuid::new_v4().as_bytes());
