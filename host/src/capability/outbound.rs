@@ -187,7 +187,10 @@ impl WasiHttpHooks for OutboundHooks {
     }
 
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        Arc::new(is_forbidden)
+        /// The same check as a shared closure (wasi:http 0.3 asks for it).
+        static FILTER: std::sync::LazyLock<ForbiddenHeaderFilter> =
+            std::sync::LazyLock::new(|| Arc::new(is_forbidden));
+        Arc::clone(&FILTER)
     }
 
     fn send_request(
