@@ -179,9 +179,7 @@ impl TraceContext {
 
     /// The trace id as 32 hex digits.
     pub fn trace_id_hex(&self) -> String {
-        let mut out = [0; 32];
-        write_hex(&mut out, &self.trace_id);
-        String::from_utf8_lossy(&out).into_owned()
+        hex_text(&self.trace_id).as_str().to_owned()
     }
 
     /// The `traceparent` header value.
@@ -208,9 +206,23 @@ impl TraceContext {
 
 /// A new request id: a random (v4) UUID as 32 hex digits, no dashes.
 pub fn new_request_id() -> Arc<str> {
+    Arc::from(hex_text(uuid::Uuid::new_v4().as_bytes()).as_str())
+}
+
+/// Sixteen bytes as 32 lowercase hex digits, on the stack.
+struct HexText([u8; 32]);
+
+impl HexText {
+    fn as_str(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+fn hex_text(bytes: &[u8; 16]) -> HexText {
     let mut out = [0; 32];
-    write_hex(&mut out, uuid::Uuid::new_v4().as_bytes());
-    Arc::from(std::str::from_utf8(&out).unwrap_or_default())
+    write_hex(&mut out, bytes);
+    HexText(out)
 }
 
 fn hex(text: &str) -> Option<Vec<u8>> {

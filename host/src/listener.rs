@@ -70,7 +70,7 @@ pub struct ConnectionThreads {
     /// Threads of their own; 0 serves the connections on the calling
     /// runtime.
     pub count: usize,
-    /// Whether those threads run under `SCHED_BATCH` (Linux only).
+    /// Whether those threads run under `SCHED_BATCH` (Linux with glibc).
     pub batch_scheduling: bool,
 }
 
