@@ -129,3 +129,28 @@ async fn hop_by_hop_and_proxy_headers_never_reach_a_service() {
     }
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_headers_the_host_refuses_are_dropped_alone() {
+    let host = TestHost::start().await;
+    let response = host.get("/alpha/refused-headers").await;
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["x-before"], "kept");
+    assert_eq!(headers["x-after"], "kept");
+    assert!(
+        headers.get("connection").is_none(),
+        "the service's `connection: close` reached the client: {headers:?}"
+    );
+    assert_eq!(response.text().await.unwrap(), "the body, intact\n");
+    let logs = crate::support::logs();
+    for refused in ["connection", "bad name"] {
+        assert!(
+            logs.contains(&format!("dropped response header `{refused}`")),
+            "no warning for `{refused}`"
+        );
+    }
+    // The connection stays usable, and the service answers again.
+    assert_eq!(host.get("/alpha/path/again").await.status(), 200);
+    host.stop().await;
+}

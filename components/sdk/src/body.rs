@@ -8,6 +8,20 @@ use std::io;
 
 /// Most bytes asked of an input stream in one read.
 const READ_CHUNK: u64 = 64 * 1024;
+/// Most bytes `blocking-write-and-flush` takes in one call (`wasi:io`).
+const WRITE_AND_FLUSH_MAX: usize = 4096;
+
+/// Writes all of `bytes` to `stream` and flushes them. A body of up to
+/// [`WRITE_AND_FLUSH_MAX`] bytes (most answers) goes in one host call; a
+/// larger one through a [`BodyWriter`], which writes as much as the
+/// stream's permit allows per call (check, write, flush, check again).
+pub(crate) fn write_all(stream: OutputStream, bytes: &[u8]) -> io::Result<()> {
+    match bytes.len() {
+        0 => Ok(()),
+        1..=WRITE_AND_FLUSH_MAX => stream.blocking_write_and_flush(bytes).map_err(io_error),
+        _ => BodyWriter::new(stream).send(bytes),
+    }
+}
 
 /// Writes a body as it is produced: what a [`crate::Response::streaming`]
 /// function is given. It implements [`std::io::Write`], so `write!` works;

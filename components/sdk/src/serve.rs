@@ -87,17 +87,10 @@ fn outgoing_headers(response: &Response, streamed: bool) -> Vec<(String, Vec<u8>
 fn write_response(mut response: Response, out: ResponseOutparam) {
     let stream = response.take_stream();
     let bodyless = is_bodyless(response.status);
-    let headers = Fields::new();
-    for (name, value) in outgoing_headers(&response, stream.is_some()) {
-        if let Err(error) = headers.append(&name, &value) {
-            log::warn(&format!(
-                "dropped response header `{name}`: {}",
-                header_error(&error)
-            ));
-        }
-    }
+    let headers = response_fields(outgoing_headers(&response, stream.is_some()));
     let outgoing = OutgoingResponse::new(headers);
-    if outgoing.set_status_code(response.status).is_err() {
+    // A new response is a 200 already: one host call fewer for most.
+    if response.status != 200 && outgoing.set_status_code(response.status).is_err() {
         let error = Error::internal(format!(
             "the handler answered with invalid status {}",
             response.status
@@ -110,23 +103,27 @@ fn write_response(mut response: Response, out: ResponseOutparam) {
     };
     ResponseOutparam::set(out, Ok(outgoing));
     if let Ok(output) = body.write() {
-        let mut writer = BodyWriter::new(output);
-        if bodyless {
+        let written = if bodyless {
             if !response.body.is_empty() || stream.is_some() {
                 log::warn(&format!(
                     "dropped the body of a {} response, which must have none",
                     response.status
                 ));
             }
+            Ok(())
         } else if let Some(write) = stream {
-            write(&mut writer);
-        } else if let Err(error) = writer.send(&response.body) {
-            // Closed: the client went away, or the host has every byte the
-            // content-length promised and let the body go before the last
-            // flush reported back; neither is the service's to warn about.
-            if error.kind() != std::io::ErrorKind::BrokenPipe {
-                log::warn(&format!("could not write the response body: {error}"));
-            }
+            write(&mut BodyWriter::new(output));
+            Ok(())
+        } else {
+            body::write_all(output, &response.body)
+        };
+        // Closed: the client went away, or the host has every byte the
+        // content-length promised and let the body go before the last
+        // flush reported back; neither is the service's to warn about.
+        if let Err(error) = written
+            && error.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            log::warn(&format!("could not write the response body: {error}"));
         }
     }
     if let Err(error) = OutgoingBody::finish(body, None) {
@@ -135,6 +132,25 @@ fn write_response(mut response: Response, out: ResponseOutparam) {
             crate::outbound::code_text(&error)
         ));
     }
+}
+
+/// The response's header fields, made in one host call; when the host
+/// refuses the list, header by header, so that only the refused ones are
+/// dropped (each with a warning).
+fn response_fields(headers: Vec<(String, Vec<u8>)>) -> Fields {
+    if let Ok(fields) = Fields::from_list(&headers) {
+        return fields;
+    }
+    let fields = Fields::new();
+    for (name, value) in headers {
+        if let Err(error) = fields.append(&name, &value) {
+            log::warn(&format!(
+                "dropped response header `{name}`: {}",
+                header_error(&error)
+            ));
+        }
+    }
+    fields
 }
 
 fn header_error(error: &HeaderError) -> &'static str {

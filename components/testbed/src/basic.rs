@@ -28,6 +28,17 @@ pub fn bytes(req: Request) -> Result<Response> {
     Ok(Response::new(200).with_body(body))
 }
 
+/// A 200 whose headers include two the host refuses, a hop-by-hop
+/// `connection` and a name with a space, between two it takes.
+pub fn refused_headers(_req: Request) -> Result<Response> {
+    Ok(Response::new(200)
+        .with_header("x-before", "kept")
+        .with_header("connection", "close")
+        .with_header("bad name", "refused")
+        .with_header("x-after", "kept")
+        .with_body("the body, intact\n"))
+}
+
 /// The `{*rest}` of the path, decoded.
 pub fn path(req: Request) -> Result<Response> {
     Ok(Response::new(200).with_body(req.param("rest")?.to_owned()))

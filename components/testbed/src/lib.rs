@@ -28,6 +28,7 @@ fn routes() -> Router {
         .get("/{svc}/bytes/{len}", basic::bytes)
         .get("/{svc}/path/{*rest}", basic::path)
         .get("/{svc}/headers", basic::headers)
+        .get("/{svc}/refused-headers", basic::refused_headers)
         .get("/{svc}/memory-counter", basic::memory_counter)
         .get("/{svc}/config", basic::config_all)
         .get("/{svc}/config/{key}", basic::config_get)
