@@ -63,6 +63,25 @@ async fn a_warm_instance_serves_request_after_request_up_to_its_count() {
     host.stop().await;
 }
 
+/// An SDK service builds its routes once per instance: a warm instance's
+/// later requests reuse them (and a fresh instance builds them once too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_builds_its_routes_once() {
+    let host = start(3).await;
+    for (service, served) in [("alpha", 1), ("alpha", 2), ("alpha", 3), ("beta", 1)] {
+        let answer: Value = host
+            .get(&format!("/{service}/memory-counter"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        settle(&host, service).await;
+        assert_eq!(answer["value"], served, "{service}: {answer}");
+        assert_eq!(answer["routes_built"], 1, "{service}: {answer}");
+    }
+    host.stop().await;
+}
+
 async fn futures_sequence(host: &TestHost, service: &str, n: usize) -> Vec<u64> {
     let mut seen = Vec::new();
     for _ in 0..n {

@@ -86,7 +86,9 @@ pub use serve::serve as __serve;
 
 /// Exports a service: `service!(routes)` or `service!(routes, events = on_event)`.
 ///
-/// `routes: fn() -> Router` builds the routes (once per request). The
+/// `routes: fn() -> Router` builds the routes, once per instance: the
+/// first request an instance serves calls it, and with warm instances
+/// (`instance_reuse`) the requests after it reuse what it built. The
 /// optional `on_event: fn(events::Event) -> Result<(), E>`, for any
 /// `E: Display` (e.g. [`Error`] or `String`), handles the events the
 /// service subscribes to; its error text is what the host logs before it

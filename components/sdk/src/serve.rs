@@ -12,11 +12,19 @@ use crate::log;
 use crate::request::{Method, Request};
 use crate::response::Response;
 use crate::router::Router;
+use std::cell::OnceCell;
+
+thread_local! {
+    /// The service's routes, built by the first request an instance serves:
+    /// an instance kept warm routes the next ones without building them
+    /// again (for the testbed's 40 routes, ~80 allocations a request).
+    static ROUTER: OnceCell<Router> = const { OnceCell::new() };
+}
 
 /// Reads `request`, routes it, and writes the response. Called by [`crate::service!`].
 pub fn serve(request: IncomingRequest, response_out: ResponseOutparam, routes: fn() -> Router) {
     let response = match read_request(request) {
-        Ok(request) => routes().dispatch(request),
+        Ok(request) => ROUTER.with(|router| router.get_or_init(routes).dispatch(request)),
         Err(error) => error.into_response(),
     };
     write_response(response, response_out);

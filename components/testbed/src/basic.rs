@@ -128,7 +128,22 @@ pub fn count_served() -> u64 {
     SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
-/// Counts this request with the others this instance served: `{"value": n}`.
+/// Counts this request with the others this instance served, and says how
+/// many times this instance built its routes: `{"value": n, "routes_built": m}`.
 pub fn memory_counter(_req: Request) -> Result<Response> {
-    Response::json(200, &serde_json::json!({ "value": count_served() }))
+    Response::json(
+        200,
+        &serde_json::json!({
+            "value": count_served(),
+            "routes_built": ROUTES_BUILT.load(std::sync::atomic::Ordering::Relaxed),
+        }),
+    )
+}
+
+/// How many times this instance's `routes()` ran.
+static ROUTES_BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts one more building of the routes.
+pub fn count_routes_built() {
+    ROUTES_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }

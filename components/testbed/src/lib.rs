@@ -23,6 +23,7 @@ mod store;
 use bazaar_sdk::{Method, Router};
 
 fn routes() -> Router {
+    basic::count_routes_built();
     Router::new()
         .route(Method::Post, "/{svc}/echo", basic::echo)
         .get("/{svc}/bytes/{len}", basic::bytes)

@@ -14,6 +14,8 @@ struct Route {
     method: Method,
     /// The pattern's text, read by `pattern`'s functions at each match.
     pattern: Box<str>,
+    /// How many segments the pattern takes, counted once.
+    shape: pattern::Shape,
     handler: Handler,
 }
 
@@ -46,6 +48,7 @@ impl Router {
         self.routes.push(Route {
             method,
             pattern: pattern.into(),
+            shape: pattern::Shape::of(pattern),
             handler: Box::new(handler),
         });
         self
@@ -105,7 +108,9 @@ impl Router {
         let matching: Vec<&Route> = self
             .routes
             .iter()
-            .filter(|route| pattern::matches(&route.pattern, &parts))
+            .filter(|route| {
+                route.shape.admits(parts.len()) && pattern::matches(&route.pattern, &parts)
+            })
             .collect();
         let Some(route) = best(&matching, &request.method) else {
             return refuse(&request, &matching);

@@ -162,3 +162,33 @@ fn query_params_and_typed_params_read_from_the_request() {
     assert_eq!(body(&router, Method::Get, "/n/7?line=a+b%21").1, "7 a b!");
     assert_eq!(body(&router, Method::Get, "/n/seven").0, 400);
 }
+
+#[test]
+fn a_pattern_shape_admits_the_path_lengths_its_segments_can_match() {
+    use super::pattern::{Segment, Shape, segments};
+    for pattern in [
+        "/",
+        "/a",
+        "//a//b/",
+        "/{svc}/{*rest}",
+        "/{*}",
+        "/a/{*rest}/ignored/{x}",
+        "/{*rest",
+        "/a}/{b}",
+        "{*x}",
+    ] {
+        let shape = Shape::of(pattern);
+        let fixed = segments(pattern)
+            .filter(|s| !matches!(s, Segment::Rest(_)))
+            .count();
+        let rest = segments(pattern).any(|s| matches!(s, Segment::Rest(_)));
+        for parts in 0..6 {
+            let expected = if rest { parts >= fixed } else { parts == fixed };
+            assert_eq!(
+                shape.admits(parts),
+                expected,
+                "{pattern} with {parts} segments"
+            );
+        }
+    }
+}
