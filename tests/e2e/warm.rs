@@ -17,6 +17,13 @@ async fn start(uses: u32) -> TestHost {
 }
 
 async fn counter(host: &TestHost, service: &str) -> u64 {
+    counter_answer(host, service).await["value"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The testbed's `memory-counter` answer, once the request has ended.
+async fn counter_answer(host: &TestHost, service: &str) -> Value {
     let answer: Value = host
         .get(&format!("/{service}/memory-counter"))
         .await
@@ -24,7 +31,7 @@ async fn counter(host: &TestHost, service: &str) -> u64 {
         .await
         .unwrap();
     settle(host, service).await;
-    answer["value"].as_u64().unwrap()
+    answer
 }
 
 /// Waits until `service` has no request running, so the instance that
@@ -69,13 +76,7 @@ async fn a_warm_instance_serves_request_after_request_up_to_its_count() {
 async fn a_warm_instance_builds_its_routes_once() {
     let host = start(3).await;
     for (service, served) in [("alpha", 1), ("alpha", 2), ("alpha", 3), ("beta", 1)] {
-        let answer: Value = host
-            .get(&format!("/{service}/memory-counter"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        settle(&host, service).await;
+        let answer = counter_answer(&host, service).await;
         assert_eq!(answer["value"], served, "{service}: {answer}");
         assert_eq!(answer["routes_built"], 1, "{service}: {answer}");
     }
