@@ -235,7 +235,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
             limits,
             signal.clone(),
             listener::ConnectionThreads {
-                count: gateway_config.connection_threads(),
+                count: gateway_config.threads,
                 batch_scheduling: gateway_config.batch_scheduling,
             },
         )

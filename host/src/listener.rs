@@ -8,11 +8,18 @@
 //! admin API), or the gateway, which hyper calls directly, without a
 //! router's layers, since every request takes the same path through it.
 //!
-//! The gateway's connections are served by threads of their own, one
-//! single-threaded runtime each (`[gateway] threads`): measured on a 2-core
-//! machine with many connections, a warm request costs 6-22% (mostly ~10%)
-//! less host CPU than on the shared work-stealing runtime, where an idle
-//! worker is woken to steal nearly every time a task is woken. With
+//! By default the gateway's connections are served on the host's shared,
+//! work-stealing runtime, where a core that runs dry takes over the ready
+//! connections of one that is busy or descheduled. With `[gateway]
+//! threads` above 0 they are served by threads of their own instead, one
+//! single-threaded runtime each, a connection staying on the thread it was
+//! given: no task moves between threads and no thread wakes another, but a
+//! request waits whenever its thread waits for a core. Measured on a
+//! 2-core machine with the load generator on the same cores: fresh
+//! instances at 16 connections had a p99 of 1.1-1.9 ms on the shared
+//! runtime and 0.8-3.8 ms (bimodal) on two threads of their own, which
+//! made ~5% more requests a second at 16 connections and ~12% more at
+//! 64; warm instances the same within the noise. With
 //! `[gateway] batch_scheduling` those threads run under `SCHED_BATCH`:
 //! woken by a request, one does not preempt the thread on its core; it runs
 //! when that one sleeps or its slice ends, and finds more requests waiting.
