@@ -265,6 +265,15 @@ pub struct RuntimeSection {
     /// Reset slots with the kernel's `PAGEMAP_SCAN` (Linux 6.7+) when it
     /// is there, touching only dirtied pages. `pagemap_scan = true`
     pub pagemap_scan: bool,
+    /// Bytes of each linear memory kept resident when a slot of a service
+    /// with warm instances is reused, in MiB, where `PAGEMAP_SCAN` resets
+    /// slots: only the pages the last instance wrote are zeroed, and the
+    /// instance taking its place copies its image into pages already
+    /// mapped instead of faulting each one in. Elsewhere
+    /// `memory_keep_resident_kib` applies, since zeroing this much in full
+    /// at every reset would cost more than it saves. A slot freed and not
+    /// yet reused holds up to this much. `warm_memory_keep_resident_mib = 32`
+    pub warm_memory_keep_resident_mib: usize,
 }
 
 impl Default for RuntimeSection {
@@ -282,6 +291,7 @@ impl Default for RuntimeSection {
             memory_keep_resident_kib: 1024,
             table_keep_resident_kib: 256,
             pagemap_scan: true,
+            warm_memory_keep_resident_mib: 32,
         }
     }
 }

