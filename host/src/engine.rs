@@ -136,8 +136,8 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
 /// Bytes of each linear memory `instancing`'s pool keeps resident when a
 /// slot is reused. Warm instances keep much more where `PAGEMAP_SCAN`
 /// resets only what the last instance dirtied: a replacement then copies
-/// its image into mapped pages (measured with a Python service: 5.5 ->
-/// 1.5 ms to make one, ~4 us less CPU per request at 1000 uses each).
+/// its image into mapped pages (measured with a Python service: 5.7 ->
+/// 1.7 ms to make one, ~4 us less CPU per request at 1000 uses each).
 fn memory_keep_resident(
     runtime: &RuntimeSection,
     instancing: Instancing,
