@@ -2,6 +2,7 @@
 
 use bazaar::config::GatewayConfig;
 use bazaar::host::{self, RunningHost};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -70,11 +71,40 @@ pub fn with_custom_section(bytes: &[u8], label: &str) -> Vec<u8> {
     out
 }
 
-/// A fresh, empty directory under the system temp dir.
+/// A fresh, empty directory under the system temp dir, removed when the
+/// thread that asked for it ends (the test's, once the test is over);
+/// `BAZAAR_KEEP_TEST_DIRS=1` keeps it. A test's host stores every
+/// component it deploys there: left behind, one run of the suite would
+/// leave gigabytes.
 pub fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bazaar-e2e-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    MADE.with(|made| made.0.borrow_mut().push(dir.clone()));
     dir
+}
+
+thread_local! {
+    /// The directories [`temp_dir`] made on this thread.
+    static MADE: TestDirs = const { TestDirs(RefCell::new(Vec::new())) };
+}
+
+/// Removes its directories when its thread ends.
+struct TestDirs(RefCell<Vec<PathBuf>>);
+
+impl Drop for TestDirs {
+    fn drop(&mut self) {
+        let dirs = self.0.take();
+        if std::env::var_os("BAZAAR_KEEP_TEST_DIRS").is_some() {
+            for dir in &dirs {
+                eprintln!("kept test directory {}", dir.display());
+            }
+            return;
+        }
+        for dir in dirs {
+            // A directory the test removed itself is already gone.
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// The services most tests run. Argon2 is made cheap through config.
@@ -571,4 +601,37 @@ pub fn send_raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Run alone, in a process of its own, by
+/// `test_directories_are_removed_when_their_test_ends`.
+#[test]
+fn makes_a_test_directory() {
+    let dir = temp_dir();
+    std::fs::write(dir.join("data"), b"until the test ends").unwrap();
+    println!("made {}", dir.display());
+}
+
+#[test]
+fn test_directories_are_removed_when_their_test_ends() {
+    // One test thread runs tests on the main thread, two on threads of
+    // their own: both must clean up.
+    for threads in ["1", "2"] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "support::makes_a_test_directory", "--nocapture"])
+            .args(["--test-threads", threads])
+            .env_remove("BAZAAR_KEEP_TEST_DIRS")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let made = stdout
+            .lines()
+            .find_map(|line| line.split_once("made ").map(|(_, dir)| dir.trim()))
+            .unwrap_or_else(|| panic!("the test ran and said where: {stdout}"));
+        assert!(
+            !Path::new(made).exists(),
+            "{made} outlived its test ({threads} test threads)"
+        );
+    }
 }
