@@ -74,7 +74,7 @@ def context(args):
         # Compiled code of the load hosts survives between runs; start-up
         # and uncached hot swap measure compilation on purpose, elsewhere.
         cache_dir=os.path.join(REPO, "bench", ".cache", "code"),
-        workdir=tempfile.mkdtemp(prefix="bazaar-bench-"),
+        workdir=None,
         runner=LoadRunner(
             [int(c) for c in args.connections.split(",")],
             args.seconds or (1 if args.smoke else 5),
@@ -98,6 +98,8 @@ def context(args):
     for path in (ctx.bazaar, ctx.native, ctx.hello, ctx.testbed):
         if not os.path.exists(path):
             sys.exit(f"bench: {path} is missing; run ./scripts/bench, which builds it")
+    # Made last: a run refused above leaves nothing behind.
+    ctx.workdir = tempfile.mkdtemp(prefix="bazaar-bench-")
     return ctx
 
 
