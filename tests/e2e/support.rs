@@ -614,8 +614,7 @@ fn makes_a_test_directory() {
 
 #[test]
 fn test_directories_are_removed_when_their_test_ends() {
-    // One test thread runs tests on the main thread, two on threads of
-    // their own: both must clean up.
+    // Tests run one at a time or side by side: both must clean up.
     for threads in ["1", "2"] {
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "support::makes_a_test_directory", "--nocapture"])
