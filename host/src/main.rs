@@ -90,3 +90,62 @@ async fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Mimalloc;
+    use std::alloc::{GlobalAlloc as _, Layout};
+
+    /// Many blocks of each layout at once, so that a block size whose
+    /// blocks are only word-aligned would show up.
+    #[test]
+    fn every_block_has_the_alignment_it_was_asked_for() {
+        for align in [1, 2, 4, 8, 16, 32, 64, 128, 4096] {
+            for size in [1, 7, 8, 24, 40, 56, 1000, 1500, 5000, 70_000] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                for zeroed in [false, true] {
+                    let blocks: Vec<*mut u8> = (0..64).map(|_| allocate(layout, zeroed)).collect();
+                    for block in blocks {
+                        assert_aligned(block, layout);
+                        // Grown, it keeps its alignment.
+                        let moved = resize(block, layout, size * 3);
+                        assert_aligned(moved, layout);
+                        free(moved, layout);
+                    }
+                }
+            }
+        }
+    }
+
+    fn assert_aligned(block: *mut u8, layout: Layout) {
+        assert!(!block.is_null(), "{layout:?}");
+        assert_eq!(block.addr() % layout.align(), 0, "{layout:?}");
+    }
+
+    // The exception to `unsafe_code`, in this test only: calling the
+    // allocator directly with layouts it is given, as `GlobalAlloc` asks.
+    #[allow(unsafe_code)]
+    fn allocate(layout: Layout, zeroed: bool) -> *mut u8 {
+        let block = if zeroed {
+            unsafe { Mimalloc.alloc_zeroed(layout) }
+        } else {
+            unsafe { Mimalloc.alloc(layout) }
+        };
+        if zeroed && !block.is_null() {
+            let bytes = unsafe { std::slice::from_raw_parts(block, layout.size()) };
+            assert!(bytes.iter().all(|&b| b == 0), "{layout:?} zeroed");
+        }
+        block
+    }
+
+    #[allow(unsafe_code)]
+    fn resize(block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { Mimalloc.realloc(block, layout, new_size) }
+    }
+
+    #[allow(unsafe_code)]
+    fn free(block: *mut u8, layout: Layout) {
+        let layout = Layout::from_size_align(layout.size() * 3, layout.align()).unwrap();
+        unsafe { Mimalloc.dealloc(block, layout) }
+    }
+}
