@@ -129,6 +129,14 @@ def render(result):
                 f" {many[kind]['ready_ms']:.0f} ms (probed one by one), idle"
                 f" {many[kind]['idle_rss_mib']:.0f} MiB"
                 f" ({many[kind]['idle_rss_per_service_mib']:.2f} MiB per service)")
+        routed = many["warm"].get("routed_16_connections", {})
+        if routed:
+            out.append(
+                f"{many['services']} small services,"
+                f" {many['warm'].get('routed_instances', 'fresh')} hello at 16 connections through one"
+                " service's route: " + ", ".join(
+                    f"{name} {run['rps']:.0f} req/s (p99 {run['p99_ms']:.2f} ms,"
+                    f" {run['errors']} errors)" for name, run in routed.items()))
     mem = result.get("memory")
     if mem:
         out.append(
