@@ -45,6 +45,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 
+mod deadlines;
+
 /// Answers the requests of one listener.
 pub trait Handler: Clone + Send + Sync + 'static {
     /// The response to `request`, which came from `peer`.
@@ -351,9 +353,12 @@ struct Connections<H> {
 impl<H: Handler> Connections<H> {
     fn new(app: H, limits: ConnectionLimits) -> Self {
         let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
+        let mut http1 = builder.http1();
+        match deadlines::DeadlineTimer::shared() {
+            Some(timer) => http1.timer(timer),
+            None => http1.timer(TokioTimer::new()),
+        };
+        http1
             .header_read_timeout(limits.header_read_timeout)
             .max_headers(limits.max_headers)
             .max_buf_size(limits.max_header_bytes);

@@ -41,7 +41,7 @@ pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-bazaar-version
 /// Request headers with this prefix are set only by the host.
 pub const HOST_ONLY_PREFIX: &str = "x-bazaar-";
 /// Request header carrying a machine client's API key.
-pub const API_KEY_HEADER: &str = "x-api-key";
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
 /// Unauthenticated liveness endpoint for load balancers; never routed to a service.
 pub const LIVENESS_PATH: &str = "/.well-known/bazaar/health";
 
