@@ -24,13 +24,16 @@ SECTIONS = ["load", "memory", "swap", "startup"]
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="seconds per case, no wasmtime serve")
-    # scripts/bench reads these two, builds that profile and names it in
+    # scripts/bench reads these three, builds that profile and names it in
     # --profile; they are listed here for --help.
+    p.add_argument("--pgo", action="store_true",
+                   help="measure the release build with profile-guided optimisation,"
+                   " scripts/build-pgo (a full run's default)")
     p.add_argument("--release", action="store_true",
-                   help="measure the release host build (a full run's default)")
+                   help="measure the plain release host build")
     p.add_argument("--debug", action="store_true",
                    help="measure the debug host build (a smoke run's default)")
-    p.add_argument("--profile", choices=["release", "debug"], help=argparse.SUPPRESS)
+    p.add_argument("--profile", choices=["pgo", "release", "debug"], help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=int, help="length of each load run (5; smoke 1)")
     p.add_argument("--warmup", type=int, help="discarded run before each (1; smoke 0)")
     p.add_argument("--rounds", type=int,
@@ -54,18 +57,22 @@ def parse_args(argv):
 def context(args):
     if args.rounds is not None and args.rounds < 1:
         sys.exit("bench: --rounds must be at least 1")
-    profile = args.profile or ("debug" if args.smoke else "release")
+    profile = args.profile or ("debug" if args.smoke else "pgo")
     components = os.path.join(REPO, "components", "target")
     # The host's build directory: cargo's, wherever CARGO_TARGET_DIR puts it.
     target = os.path.join(REPO, os.environ.get("CARGO_TARGET_DIR") or "target")
+    # scripts/build-pgo builds into a directory of its own, whatever the
+    # environment says.
+    binaries = (os.path.join(REPO, "target", "pgo", "release") if profile == "pgo"
+                else os.path.join(target, profile))
     wasmtime = os.path.join(REPO, "bench", ".tools", "bin", "wasmtime")
     py = os.path.join(components, "py-hello.wasm")
     ctx = types.SimpleNamespace(
         repo=REPO,
         smoke=args.smoke,
         profile=profile,
-        bazaar=os.path.join(target, profile, "bazaar"),
-        native=os.path.join(target, profile, "native-hello"),
+        bazaar=os.path.join(binaries, "bazaar"),
+        native=os.path.join(binaries, "native-hello"),
         hello=os.path.join(components, "wasm32-wasip2", "release", "hello.wasm"),
         testbed=os.path.join(components, "wasm32-wasip2", "release", "testbed.wasm"),
         py=py if os.path.exists(py) else None,

@@ -8,6 +8,15 @@ import subprocess
 
 from cases import spread
 
+# How each build the benchmark can measure was made; the host and the
+# native ceiling are always built the same way.
+PROFILES = {
+    "pgo": "the `release` profile and profile-guided optimisation (scripts/build-pgo;"
+           " the native ceiling too)",
+    "release": "the `release` profile",
+    "debug": "the `dev` profile",
+}
+
 
 def machine():
     cpu = "unknown"
@@ -79,7 +88,7 @@ def load_table(cases):
 def render(result):
     m, r = result["machine"], result["run"]
     out = [
-        f"Bazaar benchmark, {r['mode']} run, host built with the `{r['profile']}` profile,"
+        f"Bazaar benchmark, {r['mode']} run, host built with {PROFILES.get(r['profile'], r['profile'])},"
         f" {r['finished']}",
         f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
         f"load: {r['load_generator']}, {r['wrk_threads']} thread(s), {r['seconds']} s per run"

@@ -40,6 +40,16 @@ async fn main() -> std::io::Result<()> {
         "native-hello listening on http://{}",
         listener.local_addr()?
     );
+    // SIGTERM ends the process through `exit`, which runs its exit
+    // handlers: a build made by scripts/build-pgo to be profiled writes its
+    // profile there. The serving path stays as it is.
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            terminate.recv().await;
+            std::process::exit(0);
+        }
+    });
     let app = Router::new().fallback(hello);
     axum::serve(listener, app).await
 }
