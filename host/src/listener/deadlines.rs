@@ -17,8 +17,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// Deadlines falling due within this much of each other fire together,
-/// so a table of many fires with few wake-ups of its thread.
+/// How late the thread may look, so that deadlines falling due within
+/// this much of each other fire together, with one wake-up. None fires early.
 const SLACK: Duration = Duration::from_millis(10);
 
 /// The timer hyper's HTTP/1 connections get, shared by every listener.
@@ -179,13 +179,17 @@ impl Table {
 
     fn remove(&self, slot: usize) {
         let mut state = self.lock();
-        // The waker is dropped after the lock, as waking one may run code.
-        let _taken = std::mem::replace(&mut state.slots[slot], Slot::Free);
+        let taken = std::mem::replace(&mut state.slots[slot], Slot::Free);
         state.free.push(slot);
         if state.free.len() == state.slots.len() {
             state.slots.clear();
             state.free.clear();
         }
+        // Its waker is dropped once the table is unlocked: dropping the
+        // last reference to a task drops the task's future, which may hold
+        // a deadline of its own and lock the table again.
+        drop(state);
+        drop(taken);
     }
 
     /// The table's thread: fires what is due, then sleeps until the
@@ -198,7 +202,7 @@ impl Table {
             let mut next: Option<Instant> = None;
             for slot in &mut state.slots {
                 if let Slot::Waiting { deadline, .. } = slot {
-                    if *deadline <= now + SLACK {
+                    if *deadline <= now {
                         if let Slot::Waiting { waker, .. } = std::mem::replace(slot, Slot::Fired) {
                             due.push(waker);
                         }
@@ -221,7 +225,7 @@ impl Table {
                     .unwrap_or_else(PoisonError::into_inner),
                 Some(next) => {
                     self.changed
-                        .wait_timeout(state, next.saturating_duration_since(now))
+                        .wait_timeout(state, (next + SLACK).saturating_duration_since(now))
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
@@ -249,7 +253,7 @@ mod tests {
         timer.sleep(Duration::from_millis(200)).await;
         let waited = started.elapsed();
         assert!(
-            waited >= Duration::from_millis(190),
+            waited >= Duration::from_millis(200),
             "fired early, after {waited:?}"
         );
         assert!(
@@ -262,12 +266,21 @@ mod tests {
     async fn a_shorter_deadline_after_a_longer_one_fires_first() {
         let timer = DeadlineTimer::shared().expect("the deadline thread starts");
         let mut long = timer.sleep(Duration::from_secs(30));
-        // Registered: the thread now plans to look in 30 s.
         assert!(poll_once(&mut long).is_pending());
+        // Registered, and the thread (however late it started) has had
+        // time to plan its next look for 30 s from now.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let started = Instant::now();
         timer.sleep(Duration::from_millis(100)).await;
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(poll_once(&mut long).is_pending());
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(2),
+            "the shorter deadline waited for the longer one's plan: {waited:?}"
+        );
+        assert!(
+            poll_once(&mut long).is_pending(),
+            "the longer deadline fired with the shorter"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
