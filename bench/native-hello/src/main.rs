@@ -43,6 +43,7 @@ async fn main() -> std::io::Result<()> {
     // SIGTERM ends the process through `exit`, which runs its exit
     // handlers: a build made by scripts/build-pgo to be profiled writes its
     // profile there. The serving path stays as it is.
+    #[cfg(unix)]
     tokio::spawn(async {
         use tokio::signal::unix::{SignalKind, signal};
         if let Ok(mut terminate) = signal(SignalKind::terminate()) {
