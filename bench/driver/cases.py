@@ -33,10 +33,10 @@ def gateway_services(ctx, extra):
     return services
 
 
-def prime_kv(host):
-    """Writes the key the key-value read cases read."""
-    status, _, _ = Client(host.url).request("PUT", KV_PATH, body=KV_VALUE)
-    assert status == 204, f"priming the key-value route answered {status}"
+def prime_kv(host, path=KV_PATH):
+    """Writes the key the key-value read cases read (at `path`)."""
+    status, _, _ = Client(host.url).request("PUT", path, body=KV_VALUE)
+    assert status == 204, f"priming the key-value route {path} answered {status}"
 
 
 def measured(ctx, key, label, server, url, method=None, body=None):

@@ -17,10 +17,9 @@ import shutil
 import sys
 import tempfile
 
-from cases import KV_PATH, KV_VALUE
+from cases import KV_PATH, KV_VALUE, prime_kv
 from hosts import Bazaar, Native
 from load import wrk
-from procs import Client
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPONENTS = os.path.join(REPO, "components", "target")
@@ -69,7 +68,7 @@ def main(argv):
             for suffix in ("", "-warm"):
                 load(f"{host.url}/hello{suffix}", args.seconds)
                 kv = KV_PATH.replace("/tb/", f"/tb{suffix}/")
-                prime(host, kv)
+                prime_kv(host, kv)
                 load(host.url + kv, args.seconds)
                 load(host.url + kv, args.seconds, "PUT", KV_VALUE)
                 if f"py{suffix}" in table:
@@ -83,12 +82,6 @@ def main(argv):
             native.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def prime(host, path):
-    """The key a read route reads, written first, as the benchmark does."""
-    status, _, _ = Client(host.url).request("PUT", path, body=KV_VALUE)
-    assert status == 204, f"priming {path} answered {status}"
 
 
 if __name__ == "__main__":
