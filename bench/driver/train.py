@@ -4,6 +4,7 @@ guided optimisation; scripts/build-pgo calls this). Each server writes its
 profile when it exits, to the files LLVM_PROFILE_FILE names.
 
     train.py BAZAAR NATIVE [--seconds N]
+    train.py --inputs    # the files, besides the binaries, a profile depends on
 
 The load is the benchmark's kind, shorter: hello, key-value reads and
 writes and the Python hello (when built), each with fresh and warm
@@ -25,17 +26,37 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 COMPONENTS = os.path.join(REPO, "components", "target")
 
 
+def components():
+    """The components the training serves, by service name."""
+    found = {
+        "hello": os.path.join(COMPONENTS, "wasm32-wasip2", "release", "hello.wasm"),
+        "tb": os.path.join(COMPONENTS, "wasm32-wasip2", "release", "testbed.wasm"),
+    }
+    py = os.path.join(COMPONENTS, "py-hello.wasm")
+    if os.path.exists(py):
+        found["py"] = py
+    return found
+
+
+def inputs():
+    """What a profile depends on besides the binaries, for scripts/build-pgo
+    to name it by: the components served, this directory's scripts, and
+    the Python hello by its source (componentize-py's output differs from
+    build to build, and scripts/test builds it every run)."""
+    served = components()
+    files = [served["hello"], served["tb"]]
+    here = os.path.dirname(os.path.abspath(__file__))
+    files += sorted(os.path.join(here, f) for f in os.listdir(here) if f.endswith(".py"))
+    if "py" in served:
+        files.append(os.path.join(REPO, "components", "py-hello", "app.py"))
+    return [os.path.relpath(f, REPO) for f in files]
+
+
 def services():
     """Each component twice: `NAME` with fresh instances, `NAME-warm`
     with warm ones."""
-    hello = os.path.join(COMPONENTS, "wasm32-wasip2", "release", "hello.wasm")
-    testbed = os.path.join(COMPONENTS, "wasm32-wasip2", "release", "testbed.wasm")
-    py = os.path.join(COMPONENTS, "py-hello.wasm")
-    components = {"hello": hello, "tb": testbed}
-    if os.path.exists(py):
-        components["py"] = py
     table = {}
-    for name, component in components.items():
+    for name, component in components().items():
         for suffix, extra in (("", {}), ("-warm", {"instance_reuse": 1000})):
             table[name + suffix] = {
                 "component": component,
@@ -54,6 +75,9 @@ def load(url, seconds, method=None, body=None):
 
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    if argv == ["--inputs"]:
+        print("\n".join(inputs()))
+        return
     p.add_argument("bazaar")
     p.add_argument("native")
     p.add_argument("--seconds", type=int, default=2, help="per load run (2)")
