@@ -5,8 +5,8 @@ use crate::model::{
     Item, Reservation, Status, Stock, expiry_key, hold, merge_items, reservation_key, stock_key,
     valid_id,
 };
-use crate::store::{self, Attempt, with_retries};
-use bazaar_sdk::kv::{Bucket, Transaction};
+use crate::store::{self, with_retries};
+use bazaar_sdk::kv::{self, Attempt, Bucket, Transaction};
 use bazaar_sdk::{Error, Request, Response, Result, config, platform};
 use serde::Deserialize;
 
@@ -55,7 +55,7 @@ fn attempt(
 ) -> Result<Attempt<(u16, Reservation)>> {
     let key = reservation_key(order_id);
     if let Some(stored) = bucket.get(&key)? {
-        return Ok(Attempt::Done((200, store::decode(&key, &stored)?)));
+        return Ok(Attempt::Done((200, kv::decode_json(&key, &stored)?)));
     }
     let now = platform::unix_time_ms();
     let reservation = Reservation {
@@ -71,7 +71,7 @@ fn attempt(
         let stored = bucket.get(&stock_key)?.ok_or_else(|| {
             Error::not_found(format!("no stock was set for product {}", item.product_id))
         })?;
-        let stock: Stock = store::decode(&stock_key, &stored)?;
+        let stock: Stock = kv::decode_json(&stock_key, &stored)?;
         let held = hold(stock, &item.product_id, item.quantity)?;
         tx = tx
             .require(bucket, &stock_key, Some(&stored))
@@ -87,7 +87,7 @@ fn attempt(
         );
     // A conflict on the reservation key means the same order raced us:
     // the retry reads its reservation and answers it.
-    store::commit(tx, (201, reservation))
+    tx.commit_or_retry((201, reservation))
 }
 
 /// `GET /internal/reservations/{order_id}`.
@@ -97,7 +97,7 @@ pub fn get(req: Request) -> Result<Response> {
     let stored = store::bucket()?
         .get(&key)?
         .ok_or_else(|| no_reservation(order_id))?;
-    Response::json(200, &store::decode::<Reservation>(&key, &stored)?)
+    Response::json(200, &kv::decode_json::<Reservation>(&key, &stored)?)
 }
 
 /// The 404 for an order without a reservation.

@@ -8,8 +8,8 @@ use crate::model::{
     valid_id,
 };
 use crate::reserve::no_reservation;
-use crate::store::{self, Attempt, with_retries};
-use bazaar_sdk::kv::{Bucket, Transaction};
+use crate::store::{self, with_retries};
+use bazaar_sdk::kv::{self, Attempt, Bucket, Transaction};
 use bazaar_sdk::{Request, Response, Result};
 
 /// `POST /internal/reservations/{order_id}/commit`.
@@ -42,7 +42,7 @@ fn attempt(bucket: &Bucket, order_id: &str, how: Settle) -> Result<Attempt<Optio
     let Some(stored) = bucket.get(&key)? else {
         return Ok(Attempt::Done(None));
     };
-    let mut reservation: Reservation = store::decode(&key, &stored)?;
+    let mut reservation: Reservation = kv::decode_json(&key, &stored)?;
     if reservation.status != Status::Pending {
         settled_outcome(reservation.status, how, order_id)?;
         return Ok(Attempt::Done(Some(reservation)));
@@ -61,7 +61,7 @@ fn attempt(bucket: &Bucket, order_id: &str, how: Settle) -> Result<Attempt<Optio
         let stock_key = stock_key(&item.product_id);
         let stock_bytes = bucket.get(&stock_key)?;
         let stock: Stock = match &stock_bytes {
-            Some(bytes) => store::decode(&stock_key, bytes)?,
+            Some(bytes) => kv::decode_json(&stock_key, bytes)?,
             // Stock records are never deleted; should one vanish, settling
             // still must not strand the reservation.
             None => Stock::default(),
@@ -70,5 +70,5 @@ fn attempt(bucket: &Bucket, order_id: &str, how: Settle) -> Result<Attempt<Optio
             .require(bucket, &stock_key, stock_bytes.as_deref())
             .set_json(bucket, &stock_key, &how.apply(stock, item.quantity));
     }
-    store::commit(tx, Some(reservation))
+    tx.commit_or_retry(Some(reservation))
 }

@@ -2,7 +2,7 @@
 
 use crate::model::{MAX_QUANTITY, Stock, stock_key, valid_id};
 use crate::store::{self, with_retries};
-use bazaar_sdk::kv::Transaction;
+use bazaar_sdk::kv::{self, Transaction};
 use bazaar_sdk::{Error, Request, Response, Result, call};
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,7 @@ pub fn set(req: Request) -> Result<Response> {
     let stock = with_retries(|| {
         let stored = bucket.get(&key)?;
         let old = match &stored {
-            Some(bytes) => store::decode::<Stock>(&key, bytes)?,
+            Some(bytes) => kv::decode_json::<Stock>(&key, bytes)?,
             None => Stock::default(),
         };
         let new = Stock {
@@ -60,7 +60,7 @@ pub fn set(req: Request) -> Result<Response> {
         let tx = Transaction::new()
             .require(&bucket, &key, stored.as_deref())
             .set_json(&bucket, &key, &new);
-        store::commit(tx, new)
+        tx.commit_or_retry(new)
     })?;
     view(product_id, stock)
 }
@@ -72,7 +72,7 @@ pub fn get(req: Request) -> Result<Response> {
     let stored = store::bucket()?
         .get(&key)?
         .ok_or_else(|| Error::not_found(format!("no stock was set for product {product_id}")))?;
-    view(product_id, store::decode(&key, &stored)?)
+    view(product_id, kv::decode_json(&key, &stored)?)
 }
 
 /// Asks `products` whether the product exists: its 404 is ours, any other

@@ -10,8 +10,8 @@ use crate::model::{
     IdemRecord, Payment, PaymentStatus, fingerprint, idem_key, payment_key, valid_currency,
     valid_idempotency_key, valid_order_id,
 };
-use crate::store::{self, Attempt, with_retries};
-use bazaar_sdk::kv::{Bucket, Transaction};
+use crate::store::{self, with_retries};
+use bazaar_sdk::kv::{self, Attempt, Bucket, Transaction};
 use bazaar_sdk::{Error, Request, Response, Result, log, platform, request_id};
 use serde::Deserialize;
 use serde_json::Value;
@@ -99,7 +99,7 @@ pub fn create(req: Request) -> Result<Response> {
                 .require_absent(&bucket, &payment_key(&payment.id))
                 .set_json(&bucket, &payment_key(&payment.id), &payment);
             let answer = answered(&payment)?;
-            logged(&payment, store::commit(tx, answer)?)
+            logged(&payment, tx.commit_or_retry(answer)?)
         }),
     }
 }
@@ -110,7 +110,7 @@ pub fn create(req: Request) -> Result<Response> {
 fn charge_once(bucket: &Bucket, key: &str, charge: &Charge) -> Result<Attempt<Response>> {
     let record_key = idem_key(key);
     if let Some(stored) = bucket.get(&record_key)? {
-        let record: IdemRecord = store::decode(&record_key, &stored)?;
+        let record: IdemRecord = kv::decode_json(&record_key, &stored)?;
         return replay(bucket, &record, &charge.fingerprint()).map(Attempt::Done);
     }
     let payment = charge.payment();
@@ -128,7 +128,7 @@ fn charge_once(bucket: &Bucket, key: &str, charge: &Charge) -> Result<Attempt<Re
         .set_json(bucket, &record_key, &record);
     // A conflict on the record is a request with the same key that
     // committed first: the retry reads its record and replays it.
-    logged(&payment, store::commit(tx, response)?)
+    logged(&payment, tx.commit_or_retry(response)?)
 }
 
 /// Logs a payment once it is stored (never the card, which is not in it).
@@ -162,7 +162,7 @@ fn replay(bucket: &Bucket, record: &IdemRecord, fingerprint: &str) -> Result<Res
     let stored = bucket
         .get(&key)?
         .ok_or_else(|| Error::internal(format!("payment {payment_id} of a record is missing")))?;
-    let payment: Payment = store::decode(&key, &stored)?;
+    let payment: Payment = kv::decode_json(&key, &stored)?;
     let response = payment_response(status, &payment)?;
     Ok(response.with_header("idempotent-replayed", "true"))
 }

@@ -4,8 +4,8 @@
 use crate::model::{
     IdemRecord, Payment, PaymentStatus, idem_key, payment_key, valid_idempotency_key,
 };
-use crate::store::{self, Attempt, with_retries};
-use bazaar_sdk::kv::{Bucket, Transaction};
+use crate::store::{self, with_retries};
+use bazaar_sdk::kv::{self, Attempt, Bucket, Transaction};
 use bazaar_sdk::{Error, Request, Response, Result, log};
 use serde::Deserialize;
 
@@ -44,7 +44,7 @@ pub fn refund(req: Request) -> Result<Response> {
         let tx = Transaction::new()
             .require(&bucket, &key, Some(&stored))
             .set_json(&bucket, &key, &payment);
-        store::commit(tx, payment)
+        tx.commit_or_retry(payment)
     })?;
     log::info(&format!("payment {} is refunded", payment.id));
     Response::json(200, &payment)
@@ -93,9 +93,9 @@ fn void_once(bucket: &Bucket, key: &str) -> Result<Attempt<Option<String>>> {
         let tx = Transaction::new()
             .require_absent(bucket, &record_key)
             .set_json(bucket, &record_key, &tombstone);
-        return store::commit(tx, None);
+        return tx.commit_or_retry(None);
     };
-    let mut record: IdemRecord = store::decode(&record_key, &stored)?;
+    let mut record: IdemRecord = kv::decode_json(&record_key, &stored)?;
     let mut tx = Transaction::new().require(bucket, &record_key, Some(&stored));
     let mut refunded = None;
     let mut refunds_now = false;
@@ -125,7 +125,8 @@ fn void_once(bucket: &Bucket, key: &str) -> Result<Attempt<Option<String>>> {
         return Ok(Attempt::Done(refunded));
     }
     record.voided = true;
-    store::commit(tx.set_json(bucket, &record_key, &record), refunded)
+    tx.set_json(bucket, &record_key, &record)
+        .commit_or_retry(refunded)
 }
 
 /// Nothing if the caller may see and refund `payment`: its user, an
@@ -145,7 +146,7 @@ fn load(bucket: &Bucket, id: &str) -> Result<(Payment, Vec<u8>)> {
     let stored = bucket
         .get(&key)?
         .ok_or_else(|| Error::not_found(format!("no payment with id {id}")))?;
-    Ok((store::decode(&key, &stored)?, stored))
+    Ok((kv::decode_json(&key, &stored)?, stored))
 }
 
 #[cfg(test)]

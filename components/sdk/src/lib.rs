@@ -36,7 +36,8 @@
 //! - `request`, `response`: requests and responses as plain values.
 //! - `router`: most-specific-wins routing (the host's rules).
 //! - `serve`, `body`: the glue to `wasi:http` and its streams.
-//! - [`kv`]: buckets, scans, compare-and-swap and transactions.
+//! - [`kv`]: buckets, scans, compare-and-swap, transactions and the retry
+//!   loop of optimistic changes.
 //! - [`events`]: publishing, and the event type a handler receives.
 //! - [`outbound`]: blocking outbound HTTP, bodies sent whole or streamed;
 //!   [`call`]: calls to other services.

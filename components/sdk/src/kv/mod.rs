@@ -1,9 +1,12 @@
 //! The service's own durable key-value store (`wasi:keyvalue` and
 //! `bazaar:platform/kv`), with JSON helpers, ordered scans,
-//! compare-and-swap and all-or-nothing [`Transaction`]s.
+//! compare-and-swap, all-or-nothing [`Transaction`]s and the retry loop
+//! of optimistic changes ([`with_retries`]).
 
+mod retry;
 mod transaction;
 
+pub use retry::{Attempt, MAX_ATTEMPTS, decode_json, with_retries};
 pub use transaction::{CommitError, Transaction};
 
 use crate::bindings::bazaar::platform::kv as platform_kv;
