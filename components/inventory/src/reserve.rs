@@ -3,11 +3,10 @@
 
 use crate::model::{
     Item, Reservation, Status, Stock, expiry_key, hold, merge_items, reservation_key, stock_key,
-    valid_id,
 };
 use crate::store::{self, with_retries};
 use bazaar_sdk::kv::{self, Attempt, Bucket, Transaction};
-use bazaar_sdk::{Error, Request, Response, Result, config, platform};
+use bazaar_sdk::{Error, Request, Response, Result, config, platform, valid_id};
 use serde::Deserialize;
 
 /// Reservation lifetime when neither the request nor the config names one.

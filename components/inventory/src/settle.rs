@@ -5,12 +5,11 @@
 
 use crate::model::{
     Reservation, Settle, Status, Stock, expiry_key, reservation_key, settled_outcome, stock_key,
-    valid_id,
 };
 use crate::reserve::no_reservation;
 use crate::store::{self, with_retries};
 use bazaar_sdk::kv::{self, Attempt, Bucket, Transaction};
-use bazaar_sdk::{Request, Response, Result};
+use bazaar_sdk::{Request, Response, Result, valid_id};
 
 /// `POST /internal/reservations/{order_id}/commit`.
 pub fn commit(req: Request) -> Result<Response> {

@@ -1,9 +1,9 @@
 //! Setting and reading a product's stock: `/api/inventory/{product_id}`.
 
-use crate::model::{MAX_QUANTITY, Stock, stock_key, valid_id};
+use crate::model::{MAX_QUANTITY, Stock, stock_key};
 use crate::store::{self, with_retries};
 use bazaar_sdk::kv::{self, Transaction};
-use bazaar_sdk::{Error, Request, Response, Result, call};
+use bazaar_sdk::{Error, Request, Response, Result, call, valid_id};
 use serde::{Deserialize, Serialize};
 
 /// The body of a PUT.

@@ -3,9 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Most characters in a user id; longer ones cannot come from `users`.
-const MAX_ID_LEN: usize = 64;
-
 /// A message for a user, at [`message_key`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
@@ -77,7 +74,7 @@ pub fn compose(
         }
         other => return Err(format!("no message for topic `{other}`")),
     };
-    if !valid_user_id(&user_id) {
+    if !bazaar_sdk::is_valid_id(&user_id) {
         return Err(format!("`{topic}` names an invalid user id"));
     }
     Ok(Notification {
@@ -97,16 +94,6 @@ fn decode<'a, T: Deserialize<'a>>(topic: &str, payload: &'a [u8]) -> Result<T, S
 /// Cents as a decimal amount: 1299 → `12.99`, 5 → `0.05`.
 pub fn format_amount(cents: u64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
-}
-
-/// Whether `id` is fit for a key: 1-64 ASCII letters, digits, `_`, `-` or
-/// `.`, so no user's prefix can reach into another's (`:`).
-pub fn valid_user_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// The marker that an event was handled.

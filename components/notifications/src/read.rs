@@ -1,6 +1,6 @@
 //! `GET /api/notifications?user={id}`.
 
-use crate::message::{Notification, user_prefix, valid_user_id};
+use crate::message::{Notification, user_prefix};
 use crate::store;
 use bazaar_sdk::{Error, Request, Response, Result};
 use serde::Serialize;
@@ -16,11 +16,7 @@ pub fn list(req: Request) -> Result<Response> {
     let user = req.query_param("user").ok_or_else(|| {
         Error::bad_request("missing ?user= (the user whose notifications to list)")
     })?;
-    if !valid_user_id(&user) {
-        return Err(Error::bad_request(
-            "user must be 1-64 letters, digits, `_`, `-` or `.`",
-        ));
-    }
+    bazaar_sdk::valid_id("user", &user)?;
     req.require_self_or_admin(&user)?;
     let bucket = store::bucket()?;
     let prefix = user_prefix(&user);

@@ -1,7 +1,7 @@
 //! Orders as stored and answered, their keys, and the pure checks and sums
 //! behind placing one.
 
-use bazaar_sdk::{Error, Result};
+use bazaar_sdk::{Error, Result, valid_id};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -9,8 +9,6 @@ use serde_json::Value;
 pub const MAX_ITEMS: usize = 50;
 /// Most units of one line.
 pub const MAX_QUANTITY: u64 = 1000;
-/// Most characters in a user or product id; ids end up in keys and URLs.
-const MAX_ID_LEN: usize = 64;
 
 /// A line as the client sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,24 +87,6 @@ pub fn user_index_key(user_id: &str, created_at_ms: u64, order_id: &str) -> Stri
         "{}{created_at_ms:020}:{order_id}",
         user_index_prefix(user_id)
     )
-}
-
-/// Checks an id that will be part of a key or a URL path: 1-64 ASCII
-/// letters, digits, `_`, `-` or `.`, so it can neither reach into another
-/// key's range (`:`) nor change the path of a call (`/`, `?`).
-pub fn valid_id<'a>(what: &str, id: &'a str) -> Result<&'a str> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(id)
-    } else {
-        Err(Error::bad_request(format!(
-            "{what} must be 1-{MAX_ID_LEN} letters, digits, `_`, `-` or `.`"
-        )))
-    }
 }
 
 /// Checks an order request (everything but whether things exist).

@@ -1,8 +1,8 @@
 //! Reading orders: one by id, or a user's, newest first.
 
-use crate::model::{Order, order_key, user_index_prefix, valid_id};
+use crate::model::{Order, order_key, user_index_prefix};
 use crate::store;
-use bazaar_sdk::{Error, Request, Response, Result};
+use bazaar_sdk::{Error, Request, Response, Result, valid_id};
 use serde::Serialize;
 
 /// `GET /api/orders/{id}`: the order's user or an `admin` (401 without a

@@ -33,7 +33,8 @@
 //!
 //! # Layout
 //!
-//! - `request`, `response`: requests and responses as plain values.
+//! - `request`, `response`: requests and responses as plain values;
+//!   `ids`: ids fit for keys and URL paths ([`valid_id`]).
 //! - `router`: most-specific-wins routing (the host's rules).
 //! - `serve`, `body`: the glue to `wasi:http` and its streams.
 //! - [`kv`]: buckets, scans, compare-and-swap, transactions and the retry
@@ -47,6 +48,7 @@
 
 mod body;
 mod error;
+mod ids;
 mod percent;
 mod request;
 mod response;
@@ -64,6 +66,7 @@ pub mod platform;
 
 pub use body::BodyWriter;
 pub use error::{Error, Result, request_id};
+pub use ids::{MAX_ID_LEN, is_valid_id, valid_id};
 pub use request::{Method, Request};
 pub use response::Response;
 pub use router::Router;

@@ -1,15 +1,13 @@
 //! What inventory stores, its key formats and the pure rules over them,
 //! kept free of host calls so they run in native unit tests.
 
-use bazaar_sdk::{Error, Result};
+use bazaar_sdk::{Error, Result, valid_id};
 use serde::{Deserialize, Serialize};
 
 /// Most units one stock record or one reservation line may hold.
 pub const MAX_QUANTITY: u64 = 1_000_000_000;
 /// Most lines in one reservation.
 pub const MAX_ITEMS: usize = 100;
-/// Most characters in a product or order id; ids end up in keys and URLs.
-const MAX_ID_LEN: usize = 64;
 
 /// Stock of one product, at `stock:{product_id}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -85,24 +83,6 @@ pub fn parse_expiry_key(key: &str) -> Option<(u64, &str)> {
         return None;
     }
     Some((time.parse().ok()?, order_id))
-}
-
-/// Checks an id that will be part of a key or a URL path: 1-64 ASCII
-/// letters, digits, `_`, `-` or `.`, so it can neither reach into another
-/// key's range (`:`) nor change the path of a call (`/`, `?`).
-pub fn valid_id<'a>(what: &str, id: &'a str) -> Result<&'a str> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(id)
-    } else {
-        Err(Error::bad_request(format!(
-            "{what} must be 1-{MAX_ID_LEN} letters, digits, `_`, `-` or `.`"
-        )))
-    }
 }
 
 /// Checks reservation lines and merges lines of the same product (in
