@@ -179,7 +179,7 @@ def run_all(ctx, rounds):
 
 
 # Figures a merged run gives as the median of its rounds.
-MEDIAN_OF_ROUNDS = ["rps", "p50_ms", "p99_ms", "server_cpu_us", "client_cpu_us"]
+MEDIAN_OF_ROUNDS = ["rps", "p50_ms", "p99_ms", "server_cpu_us", "server_sys_us", "client_cpu_us"]
 
 
 def median(values):

@@ -69,13 +69,14 @@ class Server:
         return 0
 
     def cpu_seconds(self):
-        """User plus system CPU the process (every thread, live or exited)
-        has used so far, from /proc/PID/stat."""
+        """User and system CPU seconds the process (every thread, live or
+        exited) has used so far, from /proc/PID/stat, as a pair."""
         with open(f"/proc/{self.pid}/stat") as f:
             # Fields after the command name, which may hold spaces: state
             # is [0], utime [11], stime [12], in clock ticks.
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def stop(self):
         if self.proc.poll() is None:

@@ -63,7 +63,7 @@ def load_table(cases):
     width = max([len(f"({c['key']}) {c['label']}") for c in cases] + [len('case')])
     head = (f"{'case':<{width}} {'conns':>5} {'req/s':>9} {'xa':>7} {'xd':>7} "
             f"{'+-':>4} {'p50 ms':>7} {'xa':>7} {'xd':>7} {'p99 ms':>7} {'xa':>7} {'xd':>7} {'errors':>6}"
-            f" {'CPU us':>7} {'xa':>7} {'wrk us':>7}")
+            f" {'CPU us':>7} {'xa':>7} {'sys us':>7} {'wrk us':>7}")
     lines = [head, "-" * len(head)]
     for c in cases:
         label = f"({c['key']}) {c['label']}"
@@ -80,6 +80,7 @@ def load_table(cases):
                 f"{ratio(run['p99_ms_vs_native']):>7} {ratio(run['p99_ms_vs_wasmtime']):>7} "
                 f"{run['errors']:>6} {number(run.get('server_cpu_us')):>7} "
                 f"{ratio(run.get('server_cpu_us_vs_native')):>7} "
+                f"{number(run.get('server_sys_us')):>7} "
                 f"{number(run.get('client_cpu_us')):>7}")
             label = ""
     return "\n".join(lines)
@@ -99,7 +100,9 @@ def render(result):
         " (same connections; for latency below 1x is faster); +- = half the range of"
         " req/s over the rounds, as a share of the median",
         "CPU us = the server's user+system CPU (every thread, from /proc) over the run's"
-        " requests, in microseconds per request; wrk us = the same for wrk",
+        " requests, in microseconds per request; sys us = its system (kernel) part:"
+        " socket reads and writes, loopback TCP carrying the response to wrk, wake-ups;"
+        " wrk us = wrk's user+system CPU the same way",
         "",
         load_table(result["load"]),
         "",
