@@ -56,6 +56,22 @@ def wrk(url, connections, seconds, threads, method=None, body=None):
     raise LoadError(f"wrk printed no figures (exit {done.returncode}): {done.stderr.strip()}")
 
 
+def machine_ticks():
+    """(steal, total) clock ticks of every core so far, from /proc/stat's
+    `cpu` line: steal is time a virtual machine's cores were runnable but
+    its host ran something else."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def steal_percent(before, after):
+    """The share of the machine's CPU time stolen between two
+    `machine_ticks()` readings, in percent; None if no time passed."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
+
+
 def per_request_us(cpu_seconds, requests):
     """CPU seconds spread over `requests`, in microseconds; None for none."""
     return round(cpu_seconds * 1e6 / requests, 2) if requests else None
@@ -101,7 +117,9 @@ class LoadRunner:
                 wrk(url, conns, self.warmup, self.threads, method, body)
             try:
                 user, system = server.cpu_seconds()
+                ticks = machine_ticks()
                 run = wrk(url, conns, self.seconds, self.threads, method, body)
+                run["steal_pct"] = steal_percent(ticks, machine_ticks())
                 user_after, system_after = server.cpu_seconds()
                 run["server_cpu_us"] = per_request_us(
                     user_after + system_after - user - system, run["requests"])
@@ -115,6 +133,6 @@ class LoadRunner:
                 f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}"
                 f"  CPU per request {run['server_cpu_us'] or '-'} us"
                 f" ({run['server_sys_us'] or '-'} in the kernel)"
-                f" (wrk {run['client_cpu_us'] or '-'} us)")
+                f" (wrk {run['client_cpu_us'] or '-'} us)  steal {run['steal_pct']}%")
             runs.append(run)
         return runs

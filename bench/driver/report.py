@@ -86,6 +86,25 @@ def load_table(cases):
     return "\n".join(lines)
 
 
+def steal_summary(cases):
+    """A line on the CPU time the VM's host took during the load runs
+    (each round's run on its own): a long tail or a slow round in a run
+    with much of it says more about the machine than about the server."""
+    stolen = []
+    for c in cases:
+        for run in c.get("runs", []):
+            for r in run.get("rounds", [run]):
+                if r.get("steal_pct") is not None:
+                    stolen.append((r["steal_pct"], c["key"], run["connections"]))
+    if not stolen:
+        return None
+    values = sorted(v for v, _, _ in stolen)
+    most, key, conns = max(stolen)
+    return (f"CPU time stolen by the VM's host (/proc/stat) during the load runs: median"
+            f" {values[len(values) // 2]:.1f}%, most {most:.1f}% (({key}) at {conns}"
+            f" connections), over {len(values)} runs")
+
+
 def render(result):
     m, r = result["machine"], result["run"]
     out = [
@@ -111,6 +130,9 @@ def render(result):
         out.append(
             f"instantiation per request, {e['host']}: {e['ms']:.2f} ms"
             f" (1-connection p50, ({e['fresh_case']}) minus ({e['warm_case']}))")
+    stolen = steal_summary(result.get("load") or [])
+    if stolen:
+        out.append(stolen)
     for b in result.get("cpu_budget") or []:
         used = ", ".join(f"({k}) {v:.1f}" for k, v in b["total_used_us"].items())
         out.append(
