@@ -6,7 +6,7 @@ import platform
 import shutil
 import subprocess
 
-from cases import spread
+from cases import median, spread
 
 # How each build the benchmark can measure was made; the host and the
 # native ceiling are always built the same way.
@@ -98,11 +98,10 @@ def steal_summary(cases):
                     stolen.append((r["steal_pct"], c["key"], run["connections"]))
     if not stolen:
         return None
-    values = sorted(v for v, _, _ in stolen)
     most, key, conns = max(stolen)
     return (f"CPU time stolen by the VM's host (/proc/stat) during the load runs: median"
-            f" {values[len(values) // 2]:.1f}%, most {most:.1f}% (({key}) at {conns}"
-            f" connections), over {len(values)} runs")
+            f" {median([v for v, _, _ in stolen]):.1f}%, most {most:.1f}% (({key}) at {conns}"
+            f" connections), over {len(stolen)} runs")
 
 
 def render(result):
