@@ -61,7 +61,9 @@ def machine_ticks():
     `cpu` line: steal is time a virtual machine's cores were runnable but
     its host ran something else."""
     with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal; guest and
+        # guest_nice after them are already counted in user and nice.
+        fields = [int(v) for v in f.readline().split()[1:9]]
     return (fields[7] if len(fields) > 7 else 0), sum(fields)
 
 
