@@ -126,11 +126,81 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
     let mut config = Config::new();
     config
         .epoch_interruption(true)
+        // wasmtime's defaults on 64-bit hosts, set here so that
+        // `pool_reservation` says what the pool really reserves.
+        .memory_reservation(MEMORY_RESERVATION)
+        .memory_guard_size(MEMORY_GUARD)
         .memory_init_cow(instancing == Instancing::Fresh)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
         .map_err(anyhow::Error::from)
-        .context("cannot create the Wasm engine")
+        .with_context(|| engine_refused(runtime, address_space_limit()))
+}
+
+/// Address space reserved for each linear memory slot: enough that
+/// compiled code needs no bounds checks on a 32-bit memory.
+const MEMORY_RESERVATION: u64 = 4 << 30;
+/// The inaccessible gap after each memory slot.
+const MEMORY_GUARD: u64 = 32 << 20;
+/// Address space the rest of the host maps (code, stacks, heap), as
+/// headroom when telling how many instances fit under a limit.
+const HOST_ADDRESS_SPACE: u64 = 4 << 30;
+
+/// Address space one engine's instance pool reserves when it is built,
+/// before any instance exists: two memory slots per instance, each the
+/// reservation (or the largest memory allowed, if more) and its guard.
+fn pool_reservation(runtime: &RuntimeSection) -> u64 {
+    let slot = MEMORY_RESERVATION.max(PoolLimits::of(runtime).memory_bytes as u64) + MEMORY_GUARD;
+    u64::from(runtime.max_instances) * 2 * slot
+}
+
+/// What to say when the engine cannot be built, most often because the
+/// pool's address space cannot be reserved: under `ulimit -v` (`limit`,
+/// when this process has one), or under valgrind, which caps it too.
+fn engine_refused(runtime: &RuntimeSection, limit: Option<u64>) -> String {
+    const GIB: u64 = 1 << 30;
+    let reserved = pool_reservation(runtime);
+    let per_instance = pool_reservation(&RuntimeSection {
+        max_instances: 1,
+        ..runtime.clone()
+    });
+    let mut text = format!(
+        "cannot create the Wasm engine, whose instance pool reserves {} GiB of address space \
+         up front ([runtime] max_instances = {}, {:.1} GiB each)",
+        reserved.div_ceil(GIB),
+        runtime.max_instances,
+        per_instance as f64 / GIB as f64,
+    );
+    match limit {
+        // Room for both pools, in case services keep warm instances.
+        Some(limit) => match limit.saturating_sub(HOST_ADDRESS_SPACE) / (2 * per_instance) {
+            0 => text.push_str(&format!(
+                "; this process may map only {} GiB (`ulimit -v`), too little for even one \
+                 instance: raise the limit",
+                limit / GIB
+            )),
+            fits => text.push_str(&format!(
+                "; this process may map only {} GiB (`ulimit -v`): set [runtime] \
+                 max_instances = {fits} or lower, or raise the limit",
+                limit / GIB
+            )),
+        },
+        None => text.push_str(
+            "; where address space is limited (`ulimit -v`, some sandboxes and \
+             profilers), lower [runtime] max_instances",
+        ),
+    }
+    text
+}
+
+/// This process's address-space limit (`ulimit -v`), if it has one: the
+/// soft limit `/proc/self/limits` shows on Linux.
+fn address_space_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max address space"))?;
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// Bytes of each linear memory `instancing`'s pool keeps resident when a
@@ -215,6 +285,41 @@ mod tests {
             ..RuntimeSection::default()
         };
         assert_eq!(memory_keep_resident(&off, Instancing::Warm, true), small);
+    }
+
+    #[test]
+    fn a_refused_pool_says_what_it_reserves_and_what_fits() {
+        let runtime = RuntimeSection::default();
+        // 512 instances, two slots of 4 GiB and a 32 MiB guard each.
+        assert_eq!(
+            pool_reservation(&runtime),
+            512 * 2 * ((4 << 30) + (32 << 20))
+        );
+        let larger = RuntimeSection {
+            max_memory_mib: 8192,
+            ..RuntimeSection::default()
+        };
+        assert_eq!(
+            pool_reservation(&larger),
+            512 * 2 * ((8 << 30) + (32 << 20))
+        );
+
+        let unlimited = engine_refused(&runtime, None);
+        assert!(
+            unlimited.contains("4128 GiB") && unlimited.contains("8.1 GiB each"),
+            "{unlimited}"
+        );
+        assert!(
+            unlimited.contains("lower [runtime] max_instances"),
+            "{unlimited}"
+        );
+        // 100 GiB, less 4 for the rest of the host, over two pools of
+        // ~8.06 GiB an instance: 5 instances fit.
+        let capped = engine_refused(&runtime, Some(100 << 30));
+        assert!(capped.contains("may map only 100 GiB"), "{capped}");
+        assert!(capped.contains("max_instances = 5 or lower"), "{capped}");
+        let tiny = engine_refused(&runtime, Some(8 << 30));
+        assert!(tiny.contains("too little for even one instance"), "{tiny}");
     }
 
     #[test]

@@ -311,3 +311,58 @@ fn serve_reports_a_bad_config_key_with_its_line() {
         "the OS error is said once: {err}"
     );
 }
+
+/// Under an address-space cap (`ulimit -v`) too small for its instance
+/// pool, `serve` says what the pool reserves and how many instances fit;
+/// given that many, the same host under the same cap builds both of its
+/// pools (a service keeps warm instances) and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_says_how_many_instances_fit_under_an_address_space_cap() {
+    let dir = support::temp_dir();
+    let config = support::binary_config(
+        &dir,
+        "[services.alpha]\ncomponent = \"testbed.wasm\"\nroutes = [\"/alpha/{*rest}\"]\ninstance_reuse = 1000\n",
+    );
+    // The tests' pool: 64 instances, two 4 GiB memory slots (and guards)
+    // each, 516 GiB.
+    let cap = 200u64 << 30;
+    let refused = Command::new("prlimit")
+        .arg(format!("--as={cap}"))
+        .arg(env!("CARGO_BIN_EXE_bazaar"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("prlimit (util-linux) should run");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("reserves 516 GiB") && err.contains("may map only 200 GiB"),
+        "{err}"
+    );
+    let fits: u32 = err
+        .split("set [runtime] max_instances = ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no instance count to set: {err}"));
+    assert!((1..64).contains(&fits), "{err}");
+
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace("max_instances = 64", &format!("max_instances = {fits}"));
+    std::fs::write(&config, text).expect("config");
+    let host = support::BinaryHost::spawn_in_address_space(&config, &dir.join("host.log"), cap);
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let answer = client
+            .get(format!("{}/alpha/memory-counter", host.url))
+            .send()
+            .await
+            .expect("the host answers");
+        assert_eq!(answer.status(), 200);
+    }
+    let log = host.log_text();
+    assert!(
+        !log.contains("cannot build the engine for warm instances"),
+        "both pools fit: {log}"
+    );
+}
