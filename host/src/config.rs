@@ -219,6 +219,11 @@ impl Default for DataSection {
     }
 }
 
+/// The largest `[runtime] max_memory_mib`: a 32-bit linear memory's 4 GiB,
+/// which is also the address space each of the pool's memory slots
+/// reserves.
+pub const MAX_MEMORY_MIB: usize = 4096;
+
 /// `[runtime]`: limits shared by every service on the host.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -227,7 +232,8 @@ pub struct RuntimeSection {
     /// many across those keeping warm instances (each kind has a pool this
     /// size). `max_instances = 512`
     pub max_instances: u32,
-    /// Largest linear memory one instance may grow to, in MiB. `max_memory_mib = 256`
+    /// Largest linear memory one instance may grow to, in MiB, at most
+    /// [`MAX_MEMORY_MIB`]. `max_memory_mib = 256`
     pub max_memory_mib: usize,
     /// Time one request may spend running guest code and the host calls it
     /// makes, in milliseconds. `cpu_time_limit_ms = 10000`
@@ -547,6 +553,12 @@ impl GatewayConfig {
                 "[runtime] max_instances and max_memory_mib must be at least 1".into(),
             ));
         }
+        if runtime.max_memory_mib > MAX_MEMORY_MIB {
+            return Err(invalid(format!(
+                "[runtime] max_memory_mib is at most {MAX_MEMORY_MIB}: a 32-bit linear memory \
+                 holds 4 GiB"
+            )));
+        }
         if runtime.keep_versions == 0 {
             return Err(invalid(
                 "[runtime] keep_versions must be at least 1, or rollback has nothing to return to"
@@ -736,6 +748,13 @@ mod tests {
         )
         .expect_err("a host without a scheme must be rejected");
         assert!(err.to_string().contains("https://example.com"), "{err}");
+    }
+
+    #[test]
+    fn a_memory_past_four_gib_is_rejected() {
+        parse("[runtime]\nmax_memory_mib = 4096\n").expect("4 GiB");
+        let err = parse("[runtime]\nmax_memory_mib = 8192\n").expect_err("8 GiB");
+        assert!(err.to_string().contains("at most 4096"), "{err}");
     }
 
     #[test]

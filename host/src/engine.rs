@@ -137,21 +137,22 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
         .with_context(|| engine_refused(runtime, address_space_limit()))
 }
 
-/// Address space reserved for each linear memory slot: enough that
-/// compiled code needs no bounds checks on a 32-bit memory.
+/// Address space reserved for each linear memory slot: a whole 32-bit
+/// memory ([`crate::config::MAX_MEMORY_MIB`]), so compiled code needs no
+/// bounds checks.
 const MEMORY_RESERVATION: u64 = 4 << 30;
 /// The inaccessible gap after each memory slot.
 const MEMORY_GUARD: u64 = 32 << 20;
+/// Address space one instance's two memory slots reserve.
+const INSTANCE_RESERVATION: u64 = 2 * (MEMORY_RESERVATION + MEMORY_GUARD);
 /// Address space the rest of the host maps (code, stacks, heap), as
 /// headroom when telling how many instances fit under a limit.
 const HOST_ADDRESS_SPACE: u64 = 4 << 30;
 
 /// Address space one engine's instance pool reserves when it is built,
-/// before any instance exists: two memory slots per instance, each the
-/// reservation (or the largest memory allowed, if more) and its guard.
+/// before any instance exists.
 fn pool_reservation(runtime: &RuntimeSection) -> u64 {
-    let slot = MEMORY_RESERVATION.max(PoolLimits::of(runtime).memory_bytes as u64) + MEMORY_GUARD;
-    u64::from(runtime.max_instances) * 2 * slot
+    u64::from(runtime.max_instances) * INSTANCE_RESERVATION
 }
 
 /// What to say when the engine cannot be built, most often because the
@@ -160,31 +161,29 @@ fn pool_reservation(runtime: &RuntimeSection) -> u64 {
 fn engine_refused(runtime: &RuntimeSection, limit: Option<u64>) -> String {
     const GIB: u64 = 1 << 30;
     let reserved = pool_reservation(runtime);
-    let per_instance = pool_reservation(&RuntimeSection {
-        max_instances: 1,
-        ..runtime.clone()
-    });
     let mut text = format!(
         "cannot create the Wasm engine, whose instance pool reserves {} GiB of address space \
          up front ([runtime] max_instances = {}, {:.1} GiB each)",
         reserved.div_ceil(GIB),
         runtime.max_instances,
-        per_instance as f64 / GIB as f64,
+        INSTANCE_RESERVATION as f64 / GIB as f64,
     );
     match limit {
         // Room for both pools, in case services keep warm instances.
-        Some(limit) => match limit.saturating_sub(HOST_ADDRESS_SPACE) / (2 * per_instance) {
-            0 => text.push_str(&format!(
-                "; this process may map only {} GiB (`ulimit -v`), too little for even one \
+        Some(limit) => {
+            match limit.saturating_sub(HOST_ADDRESS_SPACE) / (2 * INSTANCE_RESERVATION) {
+                0 => text.push_str(&format!(
+                    "; this process may map only {} GiB (`ulimit -v`), too little for even one \
                  instance: raise the limit",
-                limit / GIB
-            )),
-            fits => text.push_str(&format!(
-                "; this process may map only {} GiB (`ulimit -v`): set [runtime] \
+                    limit / GIB
+                )),
+                fits => text.push_str(&format!(
+                    "; this process may map only {} GiB (`ulimit -v`): set [runtime] \
                  max_instances = {fits} or lower, or raise the limit",
-                limit / GIB
-            )),
-        },
+                    limit / GIB
+                )),
+            }
+        }
         None => text.push_str(
             "; where address space is limited (`ulimit -v`, some sandboxes and \
              profilers), lower [runtime] max_instances",
@@ -294,14 +293,6 @@ mod tests {
         assert_eq!(
             pool_reservation(&runtime),
             512 * 2 * ((4 << 30) + (32 << 20))
-        );
-        let larger = RuntimeSection {
-            max_memory_mib: 8192,
-            ..RuntimeSection::default()
-        };
-        assert_eq!(
-            pool_reservation(&larger),
-            512 * 2 * ((8 << 30) + (32 << 20))
         );
 
         let unlimited = engine_refused(&runtime, None);
