@@ -46,8 +46,7 @@ impl PoolLimits {
             memories: 8,
             tables: 32,
             memory_bytes: runtime.max_memory_mib << 20,
-            // wasmtime's default; 8 bytes an element, reserved per table slot.
-            table_elements: 20_000,
+            table_elements: TABLE_ELEMENTS,
         }
     }
 }
@@ -92,8 +91,8 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
     let instances = runtime.max_instances;
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(4))
-        .total_memories(instances.saturating_mul(2))
-        .total_tables(instances.saturating_mul(4))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_INSTANCE))
+        .total_tables(instances.saturating_mul(TABLES_PER_INSTANCE))
         .total_stacks(instances)
         .max_core_instances_per_component(limits.core_instances)
         .max_memories_per_component(limits.memories)
@@ -130,11 +129,12 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
         // `pool_reservation` says what the pool really reserves.
         .memory_reservation(MEMORY_RESERVATION)
         .memory_guard_size(MEMORY_GUARD)
+        .async_stack_size(ASYNC_STACK_SIZE)
         .memory_init_cow(instancing == Instancing::Fresh)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
         .map_err(anyhow::Error::from)
-        .with_context(|| engine_refused(runtime, address_space_limit()))
+        .with_context(|| engine_refused(runtime, instancing, Headroom::read()))
 }
 
 /// Address space reserved for each linear memory slot: a whole 32-bit
@@ -143,11 +143,37 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
 const MEMORY_RESERVATION: u64 = 4 << 30;
 /// The inaccessible gap after each memory slot.
 const MEMORY_GUARD: u64 = 32 << 20;
-/// Address space one instance's two memory slots reserve.
-const INSTANCE_RESERVATION: u64 = 2 * (MEMORY_RESERVATION + MEMORY_GUARD);
+/// Linear memory slots per instance slot.
+const MEMORIES_PER_INSTANCE: u32 = 2;
+/// Table slots per instance slot.
+const TABLES_PER_INSTANCE: u32 = 4;
+/// Elements one table may hold (wasmtime's default).
+const TABLE_ELEMENTS: usize = 20_000;
+/// Bytes a table slot takes per element.
+const TABLE_ELEMENT_BYTES: u64 = 8;
+/// Stack of the fiber a guest runs on (wasmtime's default, set here so
+/// that [`INSTANCE_COMMITMENT`] holds).
+const ASYNC_STACK_SIZE: usize = 2 << 20;
+/// The page size the commitment figures assume (x86-64's; on hosts with
+/// larger pages they are a little low).
+const PAGE: u64 = 4 << 10;
+/// Address space one instance's memory slots reserve.
+const INSTANCE_RESERVATION: u64 =
+    MEMORIES_PER_INSTANCE as u64 * (MEMORY_RESERVATION + MEMORY_GUARD);
+/// Memory one instance slot commits when its pool is built, before any
+/// instance exists: a fiber stack with its guard page and its table slots,
+/// all mapped read-write up front. None of it is resident until used, but
+/// under strict overcommit all of it counts against the system's limit.
+const INSTANCE_COMMITMENT: u64 = ASYNC_STACK_SIZE as u64
+    + PAGE
+    + TABLES_PER_INSTANCE as u64
+        * (TABLE_ELEMENTS as u64 * TABLE_ELEMENT_BYTES).next_multiple_of(PAGE);
 /// Address space the rest of the host maps (code, stacks, heap), as
 /// headroom when telling how many instances fit under a limit.
 const HOST_ADDRESS_SPACE: u64 = 4 << 30;
+/// Memory the rest of the host commits (threads' stacks, heap), likewise;
+/// ~40 MiB measured at start-up, more under load.
+const HOST_COMMITMENT: u64 = 256 << 20;
 
 /// Address space one engine's instance pool reserves when it is built,
 /// before any instance exists.
@@ -155,51 +181,129 @@ fn pool_reservation(runtime: &RuntimeSection) -> u64 {
     u64::from(runtime.max_instances) * INSTANCE_RESERVATION
 }
 
-/// What to say when the engine cannot be built, most often because the
-/// pool's address space cannot be reserved: under `ulimit -v` (`limit`,
-/// when this process has one), or under valgrind, which caps it too.
-fn engine_refused(runtime: &RuntimeSection, limit: Option<u64>) -> String {
+/// Memory one engine's instance pool commits when it is built.
+fn pool_commitment(runtime: &RuntimeSection) -> u64 {
+    u64::from(runtime.max_instances) * INSTANCE_COMMITMENT
+}
+
+/// What this process may still map and the system may still commit, read
+/// when an engine cannot be built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Headroom {
+    /// Bytes this process may map in all (`ulimit -v`), if capped.
+    address_space: Option<u64>,
+    /// Bytes the system may still commit, under strict overcommit
+    /// (`vm.overcommit_memory = 2`) only: `CommitLimit` less `Committed_AS`.
+    commit: Option<u64>,
+}
+
+impl Headroom {
+    /// This process's and this system's, from `/proc` (none elsewhere).
+    fn read() -> Self {
+        let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+        Self {
+            address_space: address_space_limit(&read("/proc/self/limits")),
+            commit: commit_headroom(
+                &read("/proc/sys/vm/overcommit_memory"),
+                &read("/proc/meminfo"),
+            ),
+        }
+    }
+}
+
+/// What to say when the engine for `instancing` cannot be built, most
+/// often because its pool's address space cannot be reserved (`ulimit -v`,
+/// valgrind) or its memory cannot be committed (strict overcommit).
+fn engine_refused(runtime: &RuntimeSection, instancing: Instancing, room: Headroom) -> String {
     const GIB: u64 = 1 << 30;
-    let reserved = pool_reservation(runtime);
+    const MIB: u64 = 1 << 20;
     let mut text = format!(
-        "cannot create the Wasm engine, whose instance pool reserves {} GiB of address space \
-         up front ([runtime] max_instances = {}, {:.1} GiB each)",
-        reserved.div_ceil(GIB),
+        "cannot create the Wasm engine{}, whose instance pool reserves {} GiB of address space \
+         and commits {} MiB of memory up front ([runtime] max_instances = {}, {:.1} GiB and \
+         {:.1} MiB each)",
+        match instancing {
+            Instancing::Fresh => "",
+            Instancing::Warm => " for warm instances",
+        },
+        pool_reservation(runtime).div_ceil(GIB),
+        pool_commitment(runtime).div_ceil(MIB),
         runtime.max_instances,
         INSTANCE_RESERVATION as f64 / GIB as f64,
+        INSTANCE_COMMITMENT as f64 / MIB as f64,
     );
-    match limit {
-        // Room for both pools, in case services keep warm instances.
-        Some(limit) => {
-            match limit.saturating_sub(HOST_ADDRESS_SPACE) / (2 * INSTANCE_RESERVATION) {
-                0 => text.push_str(&format!(
-                    "; this process may map only {} GiB (`ulimit -v`), too little for even one \
+    // Room for both pools, in case services keep warm instances.
+    if let Some(limit) = room.address_space {
+        match limit.saturating_sub(HOST_ADDRESS_SPACE) / (2 * INSTANCE_RESERVATION) {
+            0 => text.push_str(&format!(
+                "; this process may map only {} GiB (`ulimit -v`), too little for even one \
                  instance: raise the limit",
-                    limit / GIB
-                )),
-                fits => text.push_str(&format!(
-                    "; this process may map only {} GiB (`ulimit -v`): set [runtime] \
+                limit / GIB
+            )),
+            fits => text.push_str(&format!(
+                "; this process may map only {} GiB (`ulimit -v`): set [runtime] \
                  max_instances = {fits} or lower, or raise the limit",
-                    limit / GIB
-                )),
-            }
+                limit / GIB
+            )),
         }
-        None => text.push_str(
-            "; where address space is limited (`ulimit -v`, some sandboxes and \
-             profilers), lower [runtime] max_instances",
-        ),
+    }
+    if let Some(left) = room.commit {
+        // The warm pool is built after the fresh one, whose commitment is
+        // already counted and would shrink with `max_instances` too.
+        let other = match instancing {
+            Instancing::Fresh => 0,
+            Instancing::Warm => pool_commitment(runtime),
+        };
+        match (left + other).saturating_sub(HOST_COMMITMENT) / (2 * INSTANCE_COMMITMENT) {
+            0 => text.push_str(&format!(
+                "; strict overcommit (vm.overcommit_memory = 2) lets this system commit only \
+                 {} MiB more, too little for even one instance: raise vm.overcommit_ratio or \
+                 add swap",
+                left / MIB
+            )),
+            fits => text.push_str(&format!(
+                "; strict overcommit (vm.overcommit_memory = 2) lets this system commit only \
+                 {} MiB more: set [runtime] max_instances = {fits} or lower, or raise \
+                 vm.overcommit_ratio or add swap",
+                left / MIB
+            )),
+        }
+    }
+    if room == Headroom::default() {
+        text.push_str(
+            "; where address space is limited (`ulimit -v`, some sandboxes and profilers) or \
+             memory is overcommitted strictly, lower [runtime] max_instances",
+        );
     }
     text
 }
 
-/// This process's address-space limit (`ulimit -v`), if it has one: the
-/// soft limit `/proc/self/limits` shows on Linux.
-fn address_space_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+/// The soft address-space limit (`ulimit -v`) in `limits`, the text of
+/// `/proc/self/limits`, if there is one.
+fn address_space_limit(limits: &str) -> Option<u64> {
     let line = limits
         .lines()
         .find_map(|line| line.strip_prefix("Max address space"))?;
     line.split_whitespace().next()?.parse().ok()
+}
+
+/// Bytes the system may still commit, given the texts of
+/// `/proc/sys/vm/overcommit_memory` and `/proc/meminfo`, if it
+/// overcommits strictly (mode 2); without strict overcommit, or a figure
+/// missing, `None`.
+fn commit_headroom(mode: &str, meminfo: &str) -> Option<u64> {
+    if mode.trim() != "2" {
+        return None;
+    }
+    let kib = |field: &str| -> Option<u64> {
+        let line = meminfo.lines().find_map(|line| line.strip_prefix(field))?;
+        line.trim_start_matches(':')
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let (limit, committed) = (kib("CommitLimit")?, kib("Committed_AS")?);
+    Some(limit.saturating_sub(committed) << 10)
 }
 
 /// Bytes of each linear memory `instancing`'s pool keeps resident when a
@@ -294,10 +398,11 @@ mod tests {
             pool_reservation(&runtime),
             512 * 2 * ((4 << 30) + (32 << 20))
         );
+        let refused = |room| engine_refused(&runtime, Instancing::Fresh, room);
 
-        let unlimited = engine_refused(&runtime, None);
+        let unlimited = refused(Headroom::default());
         assert!(
-            unlimited.contains("4128 GiB") && unlimited.contains("8.1 GiB each"),
+            unlimited.contains("4128 GiB") && unlimited.contains("8.1 GiB"),
             "{unlimited}"
         );
         assert!(
@@ -306,11 +411,81 @@ mod tests {
         );
         // 100 GiB, less 4 for the rest of the host, over two pools of
         // ~8.06 GiB an instance: 5 instances fit.
-        let capped = engine_refused(&runtime, Some(100 << 30));
+        let capped = refused(Headroom {
+            address_space: Some(100 << 30),
+            commit: None,
+        });
         assert!(capped.contains("may map only 100 GiB"), "{capped}");
         assert!(capped.contains("max_instances = 5 or lower"), "{capped}");
-        let tiny = engine_refused(&runtime, Some(8 << 30));
+        assert!(!capped.contains("overcommit"), "{capped}");
+        let tiny = refused(Headroom {
+            address_space: Some(8 << 30),
+            commit: None,
+        });
         assert!(tiny.contains("too little for even one instance"), "{tiny}");
+    }
+
+    #[test]
+    fn a_refused_pool_says_what_it_commits_under_strict_overcommit() {
+        let runtime = RuntimeSection::default();
+        // What the pool maps read-write up front with 512 instances: 1026
+        // MiB of fiber stacks (2 MiB and a guard page each; the size
+        // wasmtime's own error names) and 320 MiB of table slots (four of
+        // 20,000 8-byte elements each). Measured: Committed_AS grew by
+        // 1384 MiB for a host with one pool, 2731 MiB with both.
+        assert_eq!(pool_commitment(&runtime), (1026 << 20) + (320 << 20));
+        let (fresh, warm) = (
+            |room| engine_refused(&runtime, Instancing::Fresh, room),
+            |room| engine_refused(&runtime, Instancing::Warm, room),
+        );
+        let strict = |left: u64| Headroom {
+            address_space: None,
+            commit: Some(left),
+        };
+
+        let text = fresh(strict(500 << 20));
+        assert!(text.contains("commits 1346 MiB"), "{text}");
+        assert!(text.contains("commit only 500 MiB more"), "{text}");
+        // Less 256 MiB for the rest of the host, over both pools at ~2.63
+        // MiB an instance each: 46 instances fit.
+        assert!(text.contains("max_instances = 46 or lower"), "{text}");
+        assert!(!text.contains("ulimit"), "{text}");
+        // Built second, the warm pool counts the fresh one's commitment
+        // as room: (500 + 1346 - 256) / (2 x 2.63) = 302.
+        let text = warm(strict(500 << 20));
+        assert!(text.contains("engine for warm instances"), "{text}");
+        assert!(text.contains("max_instances = 302 or lower"), "{text}");
+        let text = fresh(strict(260 << 20));
+        assert!(text.contains("too little for even one instance"), "{text}");
+
+        let both = fresh(Headroom {
+            address_space: Some(100 << 30),
+            commit: Some(500 << 20),
+        });
+        assert!(
+            both.contains("max_instances = 5 or lower")
+                && both.contains("max_instances = 46 or lower"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn headroom_is_read_from_procs_texts() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max address space         214748364800         unlimited            bytes\n";
+        assert_eq!(address_space_limit(limits), Some(200 << 30));
+        let unlimited = limits.replace("214748364800", "unlimited");
+        assert_eq!(address_space_limit(&unlimited), None);
+
+        let meminfo = "MemTotal:       24683772 kB\nCommitLimit:     1974700 kB\n\
+                       Committed_AS:    1402940 kB\n";
+        assert_eq!(
+            commit_headroom("2\n", meminfo),
+            Some((1_974_700 - 1_402_940) << 10)
+        );
+        assert_eq!(commit_headroom("0\n", meminfo), None);
+        assert_eq!(commit_headroom("1\n", meminfo), None);
+        assert_eq!(commit_headroom("2\n", "MemTotal: 1 kB\n"), None);
     }
 
     #[test]
