@@ -140,7 +140,7 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
 /// Address space reserved for each linear memory slot: a whole 32-bit
 /// memory ([`crate::config::MAX_MEMORY_MIB`]), so compiled code needs no
 /// bounds checks.
-const MEMORY_RESERVATION: u64 = 4 << 30;
+const MEMORY_RESERVATION: u64 = (crate::config::MAX_MEMORY_MIB as u64) << 20;
 /// The inaccessible gap after each memory slot.
 const MEMORY_GUARD: u64 = 32 << 20;
 /// Linear memory slots per instance slot.
@@ -233,18 +233,12 @@ fn engine_refused(runtime: &RuntimeSection, instancing: Instancing, room: Headro
     );
     // Room for both pools, in case services keep warm instances.
     if let Some(limit) = room.address_space {
-        match limit.saturating_sub(HOST_ADDRESS_SPACE) / (2 * INSTANCE_RESERVATION) {
-            0 => text.push_str(&format!(
-                "; this process may map only {} GiB (`ulimit -v`), too little for even one \
-                 instance: raise the limit",
-                limit / GIB
-            )),
-            fits => text.push_str(&format!(
-                "; this process may map only {} GiB (`ulimit -v`): set [runtime] \
-                 max_instances = {fits} or lower, or raise the limit",
-                limit / GIB
-            )),
-        }
+        let fits = limit.saturating_sub(HOST_ADDRESS_SPACE) / (2 * INSTANCE_RESERVATION);
+        let cap = format!(
+            "this process may map only {} GiB (`ulimit -v`)",
+            limit / GIB
+        );
+        text.push_str(&what_fits(fits, &cap, "raise the limit"));
     }
     if let Some(left) = room.commit {
         // The warm pool is built after the fresh one, whose commitment is
@@ -253,20 +247,17 @@ fn engine_refused(runtime: &RuntimeSection, instancing: Instancing, room: Headro
             Instancing::Fresh => 0,
             Instancing::Warm => pool_commitment(runtime),
         };
-        match (left + other).saturating_sub(HOST_COMMITMENT) / (2 * INSTANCE_COMMITMENT) {
-            0 => text.push_str(&format!(
-                "; strict overcommit (vm.overcommit_memory = 2) lets this system commit only \
-                 {} MiB more, too little for even one instance: raise vm.overcommit_ratio or \
-                 add swap",
-                left / MIB
-            )),
-            fits => text.push_str(&format!(
-                "; strict overcommit (vm.overcommit_memory = 2) lets this system commit only \
-                 {} MiB more: set [runtime] max_instances = {fits} or lower, or raise \
-                 vm.overcommit_ratio or add swap",
-                left / MIB
-            )),
-        }
+        let fits = (left + other).saturating_sub(HOST_COMMITMENT) / (2 * INSTANCE_COMMITMENT);
+        let cap = format!(
+            "strict overcommit (vm.overcommit_memory = 2) lets this system commit only {} MiB \
+             more",
+            left / MIB
+        );
+        text.push_str(&what_fits(
+            fits,
+            &cap,
+            "raise vm.overcommit_ratio or add swap",
+        ));
     }
     if room == Headroom::default() {
         text.push_str(
@@ -275,6 +266,15 @@ fn engine_refused(runtime: &RuntimeSection, instancing: Instancing, room: Headro
         );
     }
     text
+}
+
+/// The advice for a limit, `cap`, under which `fits` instances fit in
+/// both pools; `raise` says how to lift the limit instead.
+fn what_fits(fits: u64, cap: &str, raise: &str) -> String {
+    match fits {
+        0 => format!("; {cap}, too little for even one instance: {raise}"),
+        fits => format!("; {cap}: set [runtime] max_instances = {fits} or lower, or {raise}"),
+    }
 }
 
 /// The soft address-space limit (`ulimit -v`) in `limits`, the text of
