@@ -67,10 +67,15 @@ def services():
 
 
 def load(url, seconds, method=None, body=None):
+    """`url` under load at 16 and 64 connections. A run in which no
+    request succeeded ends the training: a profile of error paths would
+    lay the host out for them, and it means the training has rotted."""
     for connections in (16, 64):
         run = wrk(url, connections, seconds, 1, method, body)
         print(f"  {url} at {connections}: {run['rps']:.0f} req/s, {run['errors']} errors",
               file=sys.stderr, flush=True)
+        if run["requests"] <= run["non_2xx"]:
+            sys.exit(f"train.py: no request to {url} succeeded at {connections} connections")
 
 
 def main(argv):
