@@ -40,6 +40,11 @@ def parse_args(argv):
                    help="rounds of every load case, figures are their medians (3; smoke 2,"
                    " so the merging of rounds runs in CI too)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--retake-steal", type=float, default=2.0, metavar="PCT",
+                   help="run a load run again when the VM's host took more than PCT%% of"
+                   " the CPU while it ran, keeping the least disturbed attempt (2)")
+    p.add_argument("--retakes", type=int, default=2,
+                   help="most times one load run is run again for stolen CPU (2; 0: never)")
     p.add_argument("--connections", default="1,16,64",
                    help="connection counts (1,16,64; 1 gives the instantiation estimate)")
     p.add_argument("--extra-services", type=int, help="services added for the memory slope")
@@ -57,6 +62,8 @@ def parse_args(argv):
 def context(args):
     if args.rounds is not None and args.rounds < 1:
         sys.exit("bench: --rounds must be at least 1")
+    if args.retakes < 0 or not 0 <= args.retake_steal <= 100:
+        sys.exit("bench: --retakes must be at least 0 and --retake-steal within 0-100")
     profile = args.profile or ("debug" if args.smoke else "pgo")
     components = os.path.join(REPO, "components", "target")
     # The host's build directory: cargo's, wherever CARGO_TARGET_DIR puts it.
@@ -87,6 +94,8 @@ def context(args):
             args.seconds or (1 if args.smoke else 5),
             args.warmup if args.warmup is not None else (0 if args.smoke else 1),
             args.threads,
+            retake_steal=args.retake_steal if args.retakes else None,
+            retakes=args.retakes,
         ),
         rounds=args.rounds or (2 if args.smoke else 3),
         extra_services=args.extra_services or (3 if args.smoke else 50),
@@ -123,6 +132,8 @@ def main(argv):
             "load_generator": report.tool_version(["wrk", "--version"]),
             "wasmtime": report.tool_version([ctx.wasmtime, "--version"]) if ctx.wasmtime else None,
             "wrk_threads": args.threads,
+            "retake_steal_pct": ctx.runner.retake_steal,
+            "retakes": ctx.runner.retakes,
             "seconds": ctx.runner.seconds,
             "warmup_seconds": ctx.runner.warmup,
             "rounds": ctx.rounds,

@@ -103,11 +103,27 @@ class RssSampler:
 
 
 class LoadRunner:
-    """Runs each case at every connection count, after a warm-up run."""
+    """Runs each case at every connection count, after a warm-up run.
 
-    def __init__(self, connections, seconds, warmup, threads):
+    A run during which the VM's host took more than `retake_steal` percent
+    of the machine's CPU (`/proc/stat`'s steal) is run again, at most
+    `retakes` times, and the least disturbed attempt is kept: on a shared
+    VM the host takes the cores ~100 ms at a time, which stalls every
+    request in flight whatever serves it, so such a run measures the
+    neighbours rather than the server. What was set aside stays in the
+    kept run's `retaken` list, and its errors and non-2xx answers are
+    added to the kept run's, so a retake never hides a failure."""
+
+    def __init__(self, connections, seconds, warmup, threads, retake_steal=None, retakes=2):
         self.connections, self.seconds = connections, seconds
         self.warmup, self.threads = warmup, threads
+        self.retake_steal, self.retakes = retake_steal, retakes
+
+    def disturbed(self, run):
+        """Whether `run` lost more of the machine to the VM's host than
+        `retake_steal` allows."""
+        return (self.retake_steal is not None and run["steal_pct"] is not None
+                and run["steal_pct"] > self.retake_steal)
 
     def measure(self, server, url, method=None, body=None, log=print):
         """Every connection count against `url`, served by `server` (a
@@ -117,24 +133,41 @@ class LoadRunner:
             if self.warmup:
                 # Discarded: lets pools, caches and the JIT-free paths settle.
                 wrk(url, conns, self.warmup, self.threads, method, body)
-            try:
-                user, system = server.cpu_seconds()
-                ticks = machine_ticks()
-                run = wrk(url, conns, self.seconds, self.threads, method, body)
-                run["steal_pct"] = steal_percent(ticks, machine_ticks())
-                user_after, system_after = server.cpu_seconds()
-                run["server_cpu_us"] = per_request_us(
-                    user_after + system_after - user - system, run["requests"])
-                # The kernel's part: reading requests and writing responses,
-                # loopback TCP delivering them to wrk, waking threads.
-                run["server_sys_us"] = per_request_us(system_after - system,
-                                                      run["requests"])
-            except OSError as e:
-                raise LoadError(f"{server.name} is gone: {e}") from e
-            log(f"    {conns:>3} conns: {run['rps']:>9.0f} req/s  p50 {run['p50_ms']:.2f} ms"
-                f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}"
-                f"  CPU per request {run['server_cpu_us'] or '-'} us"
-                f" ({run['server_sys_us'] or '-'} in the kernel)"
-                f" (wrk {run['client_cpu_us'] or '-'} us)  steal {run['steal_pct']}%")
-            runs.append(run)
+            attempts = [self.run_once(server, url, conns, method, body, log)]
+            while self.disturbed(attempts[-1]) and len(attempts) <= self.retakes:
+                log(f"    {conns:>3} conns: run again, {attempts[-1]['steal_pct']}% of the"
+                    f" CPU stolen (more than {self.retake_steal}%)")
+                attempts.append(self.run_once(server, url, conns, method, body, log))
+            kept = min(attempts, key=lambda r: r["steal_pct"] or 0.0)
+            set_aside = [r for r in attempts if r is not kept]
+            if set_aside:
+                kept["retaken"] = [
+                    {k: r[k] for k in ("steal_pct", "rps", "p99_ms", "max_ms", "errors", "non_2xx")}
+                    for r in set_aside]
+                kept["errors"] += sum(r["errors"] for r in set_aside)
+                kept["non_2xx"] += sum(r["non_2xx"] for r in set_aside)
+            runs.append(kept)
         return runs
+
+    def run_once(self, server, url, conns, method, body, log):
+        """One measured run at `conns` connections, with the server's CPU
+        and the CPU stolen from the machine while it ran."""
+        try:
+            user, system = server.cpu_seconds()
+            ticks = machine_ticks()
+            run = wrk(url, conns, self.seconds, self.threads, method, body)
+            run["steal_pct"] = steal_percent(ticks, machine_ticks())
+            user_after, system_after = server.cpu_seconds()
+            run["server_cpu_us"] = per_request_us(
+                user_after + system_after - user - system, run["requests"])
+            # The kernel's part: reading requests and writing responses,
+            # loopback TCP delivering them to wrk, waking threads.
+            run["server_sys_us"] = per_request_us(system_after - system, run["requests"])
+        except OSError as e:
+            raise LoadError(f"{server.name} is gone: {e}") from e
+        log(f"    {conns:>3} conns: {run['rps']:>9.0f} req/s  p50 {run['p50_ms']:.2f} ms"
+            f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}"
+            f"  CPU per request {run['server_cpu_us'] or '-'} us"
+            f" ({run['server_sys_us'] or '-'} in the kernel)"
+            f" (wrk {run['client_cpu_us'] or '-'} us)  steal {run['steal_pct']}%")
+        return run

@@ -86,22 +86,29 @@ def load_table(cases):
     return "\n".join(lines)
 
 
-def steal_summary(cases):
+def steal_summary(cases, threshold=None):
     """A line on the CPU time the VM's host took during the load runs
     (each round's run on its own): a long tail or a slow round in a run
-    with much of it says more about the machine than about the server."""
-    stolen = []
+    with much of it says more about the machine than about the server.
+    Runs set aside for it (see load.LoadRunner) are counted apart."""
+    stolen, retaken = [], []
     for c in cases:
         for run in c.get("runs", []):
             for r in run.get("rounds", [run]):
                 if r.get("steal_pct") is not None:
                     stolen.append((r["steal_pct"], c["key"], run["connections"]))
+                retaken += [t["steal_pct"] for t in r.get("retaken", [])
+                            if t.get("steal_pct") is not None]
     if not stolen:
         return None
     most, key, conns = max(stolen)
-    return (f"CPU time stolen by the VM's host (/proc/stat) during the load runs: median"
+    line = (f"CPU time stolen by the VM's host (/proc/stat) during the load runs: median"
             f" {median([v for v, _, _ in stolen]):.1f}%, most {most:.1f}% (({key}) at {conns}"
             f" connections), over {len(stolen)} runs")
+    if threshold is not None:
+        line += (f"; run again when over {threshold:g}%: {len(retaken)} run(s) set aside"
+                 + (f" (most {max(retaken):.1f}%)" if retaken else ""))
+    return line
 
 
 def render(result):
@@ -129,7 +136,7 @@ def render(result):
         out.append(
             f"instantiation per request, {e['host']}: {e['ms']:.2f} ms"
             f" (1-connection p50, ({e['fresh_case']}) minus ({e['warm_case']}))")
-    stolen = steal_summary(result.get("load") or [])
+    stolen = steal_summary(result.get("load") or [], r.get("retake_steal_pct"))
     if stolen:
         out.append(stolen)
     for b in result.get("cpu_budget") or []:
