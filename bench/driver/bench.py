@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -144,18 +145,31 @@ def main(argv):
         "load": [],
         "notes": [],
     }
-    if "load" in only:
-        ctx.log("load cases")
-        result["load"] = cases.run_all(ctx, ctx.rounds)
+    # A section that breaks is recorded and the run goes on: the figures
+    # of the others are still printed and written, and the run fails.
+    sections = [
+        ("load", "load", lambda: cases.run_all(ctx, ctx.rounds)),
+        ("memory", "memory", lambda: lifecycle.memory(ctx)),
+        ("swap", "hot_swap", lambda: lifecycle.hot_swap(ctx)),
+        ("startup", "startup", lambda: lifecycle.startup(ctx)),
+        ("startup", "many_services", lambda: lifecycle.many_services(ctx)),
+    ]
+    broken = []
+    for section, key, measure in sections:
+        if section not in only:
+            continue
+        if section == "load":
+            ctx.log("load cases")
+        try:
+            result[key] = measure()
+        except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
+            broken.append(f"{key}: {type(e).__name__}: {e}")
+            ctx.log(f"bench: {key} failed: {type(e).__name__}: {e}")
+    if result["load"]:
         result["instantiation"] = cases.instantiation(result["load"])
         result["cpu_budget"] = cases.cpu_budget(result["load"], result["machine"]["cores"])
-    if "memory" in only:
-        result["memory"] = lifecycle.memory(ctx)
-    if "swap" in only:
-        result["hot_swap"] = lifecycle.hot_swap(ctx)
-    if "startup" in only:
-        result["startup"] = lifecycle.startup(ctx)
-        result["many_services"] = lifecycle.many_services(ctx)
+    if broken:
+        result["errors"] = broken
     if args.smoke:
         result["notes"].append("smoke run: figures only show that every case works")
     result["run"]["seconds_total"] = round(time.monotonic() - started, 1)
@@ -169,13 +183,20 @@ def main(argv):
     # the smoke run in CI fails on it.
     failed = [c["key"] for c in result["load"] if c["status"] == "failed" or c.get("non_2xx")
               or any(r["non_2xx"] for r in c["runs"])]
-    if failed:
-        ctx.log(f"bench: cases failed or answered non-2xx: {', '.join(failed)};"
-                f" logs kept in {ctx.workdir}")
+    if failed or broken:
+        ctx.log(f"bench: cases failed or answered non-2xx: {', '.join(failed) or 'none'};"
+                f" sections broken: {'; '.join(broken) or 'none'}; logs kept in {ctx.workdir}")
         return 1
     shutil.rmtree(ctx.workdir, ignore_errors=True)
     return 0
 
 
+def terminated(signum, _frame):
+    """SIGTERM ends the run as Ctrl-C does: through every `finally`, so the
+    servers it started are stopped, not left running."""
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, terminated)
     sys.exit(main(sys.argv[1:]))

@@ -93,9 +93,14 @@ def bazaar_warm_cases(ctx):
     try:
         host = Bazaar(ctx.bazaar, ctx.workdir, "warm", services, ctx.cache_dir)
     except StartError as e:
-        reason = f"the host refused {ctx.warm_option_text!r}: {str(e).splitlines()[-1]}"
-        ctx.log(f"  (c) not available: {reason}")
-        return [case(k, label, "not available", reason) for k, label, _, _ in labels]
+        # Only a host that does not know the option lacks the feature; one
+        # that crashed or hung with it is broken, and the run fails.
+        refused = "unknown field" in str(e)
+        status = "not available" if refused else "failed"
+        reason = (f"the host refused {ctx.warm_option_text!r}: {str(e).splitlines()[-1]}"
+                  if refused else f"the host did not start with {ctx.warm_option_text!r}: {e}")
+        ctx.log(f"  (c) {status}: {reason}")
+        return [case(k, label, status, reason) for k, label, _, _ in labels]
     try:
         host.wait_services()
         prime_kv(host)
@@ -179,7 +184,8 @@ def run_all(ctx, rounds):
 
 
 # Figures a merged run gives as the median of its rounds.
-MEDIAN_OF_ROUNDS = ["rps", "p50_ms", "p99_ms", "server_cpu_us", "server_sys_us", "client_cpu_us"]
+MEDIAN_OF_ROUNDS = ["rps", "p50_ms", "p99_ms", "server_cpu_us", "server_sys_us", "client_cpu_us",
+                    "idle_pct"]
 
 
 def median(values):
@@ -259,14 +265,27 @@ def instantiation(results):
     return estimates
 
 
+# The `wasmtime serve` case with defaults each case's xd compares with:
+# the same component where there is one (the Python rows), else hello
+# (the key-value routes need Bazaar's interfaces; wasmtime has none).
+WASMTIME_BASE = {"f-bazaar-fresh": "f-wasmtime-fresh", "f-bazaar-warm": "f-wasmtime-fresh",
+                 "f-wasmtime-fresh": "f-wasmtime-fresh", "f-wasmtime-reuse": "f-wasmtime-fresh"}
+
+
 def add_ratios(results):
-    """Each figure beside its ratio to (a) native and (d) `wasmtime serve`
-    defaults at the same connection count: throughput as x times theirs,
-    latency as x times theirs (below 1 is better for latency)."""
+    """Each figure beside its ratio to (a) native and to `wasmtime serve`
+    defaults (WASMTIME_BASE) at the same connection count: throughput as
+    x times theirs, latency as x times theirs (below 1 is better for
+    latency)."""
     by_key = {c["key"]: c for c in results}
-    for base_key, name in (("a", "native"), ("d-default", "wasmtime")):
-        base = {r["connections"]: r for r in by_key.get(base_key, {}).get("runs", [])}
-        for c in results:
+
+    def runs_of(key):
+        return {r["connections"]: r for r in by_key.get(key, {}).get("runs", [])}
+
+    for c in results:
+        for name, base_key in (("native", "a"),
+                               ("wasmtime", WASMTIME_BASE.get(c["key"], "d-default"))):
+            base = runs_of(base_key)
             for run in c["runs"]:
                 ref = base.get(run["connections"])
                 for metric in ("rps", "p50_ms", "p99_ms", "server_cpu_us"):
@@ -294,19 +313,28 @@ def cpu_budget(results, cores, share=0.7):
         if run["connections"] < 2:
             continue
         target = share * run["rps"]
-        used = {}
+        used, idle = {}, {}
         for key in BUDGET_CASES:
             same = [r for r in by_key.get(key, {}).get("runs", [])
                     if r["connections"] == run["connections"]]
-            server = same[0].get("server_cpu_us") if same else None
-            client = same[0].get("client_cpu_us") if same else None
-            if server is not None and client is not None:
-                used[key] = round(server + client, 2)
+            if not same:
+                continue
+            # Server and wrk added up round by round, then the median: the
+            # medians of each alone may come from different rounds.
+            rounds = same[0].get("rounds", [same[0]])
+            totals = [r["server_cpu_us"] + r["client_cpu_us"] for r in rounds
+                      if r.get("server_cpu_us") is not None
+                      and r.get("client_cpu_us") is not None]
+            if totals:
+                used[key] = round(median(totals), 2)
+            if same[0].get("idle_pct") is not None:
+                idle[key] = same[0]["idle_pct"]
         budgets.append({
             "connections": run["connections"],
             "share": share,
             "target_rps": round(target),
             "total_budget_us": round(cores * 1e6 / target, 2),
             "total_used_us": used,
+            "idle_pct": idle,
         })
     return budgets

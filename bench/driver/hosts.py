@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import time
 import tomllib
@@ -102,6 +103,9 @@ class Bazaar:
     def __init__(self, binary, workdir, name, services, cache_dir):
         self.binary, self.services, self.name = binary, services, name
         data_dir = os.path.join(workdir, f"{name}-data")
+        # Started afresh means with no data either: a round's key-value
+        # cases never find the writes of the round before.
+        shutil.rmtree(data_dir, ignore_errors=True)
         self.config = gateway_file(
             os.path.join(workdir, f"{name}.toml"), data_dir, cache_dir, services
         )
@@ -112,18 +116,22 @@ class Bazaar:
             self.url = self.server.wait_line("bazaar: gateway listening on ", 600)
             self.listening_s = time.monotonic() - self.server.started
             self.admin_url = self.server.wait_line("bazaar: admin API listening on ", 60)
-        except StartError:
+        except BaseException:
+            # Whatever ends the wait (a failed start, Ctrl-C), the server goes.
             self.server.stop()
             raise
 
     def wait_services(self, timeout=600):
         """Seconds from spawn until every service answered from its own code
-        (its name in x-bazaar-service, not a 503 while it compiles)."""
+        (its name in x-bazaar-service, not a 503 while it compiles); all of
+        them within `timeout` seconds."""
         token = {"authorization": f"Bearer {admin_jwt()}"}
+        deadline = time.monotonic() + timeout
         for name, spec in self.services.items():
             def answered(status, head, name=name):
                 return head.get("x-bazaar-service") == name and status != 503
-            wait_http(self.url, probe_path(spec), timeout, answered, self.server, token)
+            left = max(0.0, deadline - time.monotonic())
+            wait_http(self.url, probe_path(spec), left, answered, self.server, token)
         return time.monotonic() - self.server.started
 
     def deploy_cli(self, name, component, route):
@@ -152,7 +160,8 @@ class WasmtimeServe:
         self.url = f"http://127.0.0.1:{port}"
         try:
             wait_http(self.url, "/hello", 600, serve_ok, self.server)
-        except StartError:
+        except BaseException:
+            # Whatever ends the wait (a failed start, Ctrl-C), the server goes.
             self.server.stop()
             raise
 
@@ -167,7 +176,8 @@ class Native:
         self.server = Server("native", [binary], workdir)
         try:
             self.url = self.server.wait_line("native-hello listening on ", 60)
-        except StartError:
+        except BaseException:
+            # Whatever ends the wait (a failed start, Ctrl-C), the server goes.
             self.server.stop()
             raise
 

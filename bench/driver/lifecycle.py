@@ -41,8 +41,11 @@ def memory(ctx):
         time.sleep(1)
         idle = host.server.rss_kib()
         sampler = RssSampler(host.server)
-        wrk(host.url + "/hello", 64, ctx.runner.seconds, ctx.runner.threads)
+        run = wrk(host.url + "/hello", 64, ctx.runner.seconds, ctx.runner.threads)
         loaded = sampler.stop()
+        # A peak taken while the host answered errors would be no peak.
+        assert run["requests"] and not run["errors"] and not run["non_2xx"], \
+            f"the memory load run was not served: {run}"
         time.sleep(1)
         after = host.server.rss_kib()
         points = [(0, after)]
@@ -79,14 +82,18 @@ def _poll_versions(base, path, stop, seen):
     sends (x-bazaar-version, time.monotonic()) the first time each
     version answers, until `stop` is set."""
     client, known = Client(base), set()
+    parent = os.getppid()
     try:
-        while not stop.is_set():
+        # Ends with the driver too: a poller left behind would spin a core.
+        while not stop.is_set() and os.getppid() == parent:
             try:
-                _, head, _ = client.request("GET", path)
+                status, head, _ = client.request("GET", path)
             except OSError:
+                time.sleep(0.001)
                 continue
             at, version = time.monotonic(), head.get("x-bazaar-version", "")
-            if version not in known:
+            # The first *answer* from a version: a 200, not an error it gave.
+            if status == 200 and version not in known:
                 known.add(version)
                 seen.send((version, at))
     finally:
@@ -194,11 +201,12 @@ def swap_quiet(host, service, data, path):
         status, _, body = admin.request("PUT", f"/services/{service}", body=data,
                                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
         assert status == 200, f"deploy answered {status}: {body[:300]!r}"
-        _, head, _ = client.request("GET", path)
+        answered, head, _ = client.request("GET", path)
         first = time.monotonic()
     finally:
         admin.close()
         client.close()
+    assert answered == 200, f"the first request after the deploy answered {answered}"
     version, served = json.loads(body)["version"], head.get("x-bazaar-version", "")
     assert served and version.startswith(served), \
         f"the first request after the deploy got version {served!r}, not {version[:12]}"
@@ -227,7 +235,7 @@ def hot_swap(ctx):
             with open(path, "rb") as f:
                 original = f.read()
             fresh = with_custom_section(original, f"bench-{uuid.uuid4().hex}")
-            entry = {"component": name, "bytes": len(original)}
+            entry = {"component": name, "bytes": len(original), "rounds": SWAP_ROUNDS}
             first, call = swap_once(host, f"swap-{name}", fresh, f"/swap-{name}/x")
             entry["uncached_ms"], entry["uncached_call_ms"] = round(first, 1), round(call, 1)
             # Both are in the code cache now: cached swaps, back and forth,
@@ -292,6 +300,8 @@ def many_services(ctx):
             if kind == "warm":
                 for name in probed:
                     run = wrk(f"{host.url}/{name}/x", 16, ctx.runner.seconds, ctx.runner.threads)
+                    assert run["requests"] and not run["errors"] and not run["non_2xx"], \
+                        f"requests to {name} of {n} services were not served: {run}"
                     routed[name] = {"rps": run["rps"], "p99_ms": run["p99_ms"],
                                     "errors": run["errors"]}
         finally:

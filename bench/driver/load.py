@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+from procs import StartError
+
 REPORT_LUA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.lua")
 
 
@@ -57,21 +59,22 @@ def wrk(url, connections, seconds, threads, method=None, body=None):
 
 
 def machine_ticks():
-    """(steal, total) clock ticks of every core so far, from /proc/stat's
-    `cpu` line: steal is time a virtual machine's cores were runnable but
-    its host ran something else."""
+    """(steal, idle, total) clock ticks of every core so far, from
+    /proc/stat's `cpu` line: steal is time a virtual machine's cores were
+    runnable but its host ran something else; idle counts iowait too."""
     with open("/proc/stat") as f:
         # user nice system idle iowait irq softirq steal; guest and
         # guest_nice after them are already counted in user and nice.
-        fields = [int(v) for v in f.readline().split()[1:9]]
-    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+        fields = [int(v) for v in f.readline().split()[1:9]] + [0] * 8
+    return fields[7], fields[3] + fields[4], sum(fields[:8])
 
 
-def steal_percent(before, after):
-    """The share of the machine's CPU time stolen between two
-    `machine_ticks()` readings, in percent; None if no time passed."""
-    total = after[1] - before[1]
-    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
+def share_percent(before, after, which):
+    """The share of the machine's CPU time between two `machine_ticks()`
+    readings spent as `which` (0 stolen, 1 idle), in percent; None if no
+    time passed."""
+    total = after[2] - before[2]
+    return round(100 * (after[which] - before[which]) / total, 1) if total > 0 else None
 
 
 def per_request_us(cpu_seconds, requests):
@@ -156,18 +159,29 @@ class LoadRunner:
             user, system = server.cpu_seconds()
             ticks = machine_ticks()
             run = wrk(url, conns, self.seconds, self.threads, method, body)
-            run["steal_pct"] = steal_percent(ticks, machine_ticks())
+            ticks_after = machine_ticks()
+            run["steal_pct"] = share_percent(ticks, ticks_after, 0)
+            # Cores idle while the load ran: with wrk and the server on the
+            # same cores, what neither could use (each waiting for the other).
+            run["idle_pct"] = share_percent(ticks, ticks_after, 1)
             user_after, system_after = server.cpu_seconds()
             run["server_cpu_us"] = per_request_us(
                 user_after + system_after - user - system, run["requests"])
             # The kernel's part: reading requests and writing responses,
             # loopback TCP delivering them to wrk, waking threads.
             run["server_sys_us"] = per_request_us(system_after - system, run["requests"])
-        except OSError as e:
+            # A server that died during the run still has its /proc entry
+            # until it is reaped: its figures would be wrk's errors alone.
+            server.check_alive()
+        except (OSError, StartError) as e:
             raise LoadError(f"{server.name} is gone: {e}") from e
+        if not run["requests"]:
+            raise LoadError(f"no request to {url} was answered at {conns} connections"
+                            f" ({run['errors']} errors)")
         log(f"    {conns:>3} conns: {run['rps']:>9.0f} req/s  p50 {run['p50_ms']:.2f} ms"
             f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}"
             f"  CPU per request {run['server_cpu_us'] or '-'} us"
             f" ({run['server_sys_us'] or '-'} in the kernel)"
-            f" (wrk {run['client_cpu_us'] or '-'} us)  steal {run['steal_pct']}%")
+            f" (wrk {run['client_cpu_us'] or '-'} us)  steal {run['steal_pct']}%"
+            f"  idle {run['idle_pct']}%")
         return run

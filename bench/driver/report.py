@@ -121,7 +121,8 @@ def render(result):
         f" after {r['warmup_seconds']} s warm-up, loopback; {r['rounds']} round(s), every"
         " host started afresh in each: each column the median of its rounds (taken on its"
         " own), errors their sum",
-        "xa = ratio to (a) native axum, xd = ratio to (d) wasmtime serve defaults"
+        "xa = ratio to (a) native axum, xd = ratio to wasmtime serve with defaults:"
+        " (f-wasmtime-fresh) for the Python rows, (d-default) hello for the others"
         " (same connections; for latency below 1x is faster); +- = half the range of"
         " req/s over the rounds, as a share of the median",
         "CPU us = the server's user+system CPU (every thread, from /proc) over the run's"
@@ -141,11 +142,13 @@ def render(result):
         out.append(stolen)
     for b in result.get("cpu_budget") or []:
         used = ", ".join(f"({k}) {v:.1f}" for k, v in b["total_used_us"].items())
+        idle = ", ".join(f"({k}) {v:.0f}%" for k, v in (b.get("idle_pct") or {}).items())
         out.append(
             f"CPU budget at {b['connections']} connections: {b['share']}x native is"
             f" {b['target_rps']} req/s, possible only if server and wrk together use at most"
             f" {b['total_budget_us']:.1f} us of CPU per request on the {m['cores']} cores;"
-            f" used: {used or 'not measured'}")
+            f" used: {used or 'not measured'} (median of the rounds' sums)"
+            + (f"; cores idle meanwhile: {idle}" if idle else ""))
     for s in result.get("hot_swap") or []:
         out.append(
             f"hot swap {s['component']} ({s['bytes'] / 1e6:.1f} MB), deploy call to first new"
@@ -153,14 +156,16 @@ def render(result):
             f" cached {s['cached_ms']:.0f} ms; cached, quiet host {s['cached_quiet_ms']:.0f} ms"
             + (f"; rollback to the kept other version, polled, {s['rollback_ms']:.0f} ms"
                if "rollback_ms" in s else "")
-            + " (cached and rollback: medians of 5)")
+            + f" (cached and rollback: medians of {s.get('rounds', 5)})")
     st = result.get("startup")
     if st:
         for kind in ("cold", "warm"):
             out.append(
                 f"demo start-up ({st['services']} services), {kind} code cache:"
                 f" listening {st[kind]['listening_ms']:.0f} ms,"
-                f" every service answering {st[kind]['ready_ms']:.0f} ms")
+                f" every service answering {st[kind]['ready_ms']:.0f} ms"
+                + (f" (median of {st[kind]['runs']} starts)" if st[kind].get("runs", 1) > 1
+                   else " (one start)"))
     many = result.get("many_services")
     if many:
         for kind in ("cold", "warm"):
@@ -185,6 +190,8 @@ def render(result):
             f" {mem['per_extra_service_mib']:.2f} MiB (slope over {mem['extra_services']})")
     for note in result.get("notes", []):
         out.append(f"note: {note}")
+    for error in result.get("errors", []):
+        out.append(f"BROKEN, not measured: {error}")
     return "\n".join(out)
 
 
