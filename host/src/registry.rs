@@ -323,9 +323,22 @@ impl ServiceRegistry {
     }
 
     /// Replaces the snapshot. Callers serialize changes among themselves.
+    /// A service context that is in no slot of `next` (its service was
+    /// removed, or replaced by one with another spec) keeps no warm
+    /// instances from now on: requests still running on it end without
+    /// giving theirs back.
     pub fn replace(&self, next: RegistrySnapshot) {
-        self.snapshot.store(Arc::new(next));
+        let next = Arc::new(next);
+        let previous = self.snapshot.swap(Arc::clone(&next));
         self.generation.send_modify(|g| *g += 1);
+        for slot in previous.services() {
+            let gone = next
+                .get(slot.name())
+                .is_none_or(|s| !Arc::ptr_eq(&s.context, &slot.context));
+            if let (true, Some(warm)) = (gone, &slot.context.warm) {
+                warm.close();
+            }
+        }
     }
 
     /// A receiver that changes whenever the set of services does.

@@ -430,3 +430,177 @@ async fn a_partial_output_line_is_logged_with_the_request_that_wrote_it() {
     );
     host.stop().await;
 }
+
+/// `hello`'s `/served` answer: how many requests its instance was handed.
+async fn served(host: &TestHost, path: &str) -> String {
+    let answer = host.get(path).await;
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    settle(host, "warm").await;
+    text
+}
+
+/// An instance whose guest returned without setting its response is not
+/// trusted with another request: its client got a 500, and the next
+/// request gets a new instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_returned_without_answering_is_not_reused() {
+    let services = "[services.warm]\ncomponent = \"hello.wasm\"\nroutes = [\"/warm/{*rest}\"]\ninstance_reuse = 100\n";
+    let host = TestHost::start_with(services, "").await;
+    assert_eq!(served(&host, "/warm/served").await, "served 1\n");
+    assert_eq!(
+        served(&host, "/warm/served").await,
+        "served 2\n",
+        "one instance serves both"
+    );
+    let unanswered = host.get("/warm/no-answer").await;
+    assert_eq!(unanswered.status(), 500);
+    settle(&host, "warm").await;
+    assert_eq!(
+        served(&host, "/warm/served").await,
+        "served 1\n",
+        "the instance that did not answer was dropped"
+    );
+    host.stop().await;
+}
+
+/// A guest that went over its memory cap, even one that carried on and
+/// answered, is not reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_refused_memory_is_not_reused() {
+    let services = STANDARD_SERVICES
+        .replace(
+            "routes = [\"/alpha/{*rest}\"]",
+            "routes = [\"/alpha/{*rest}\"]\ninstance_reuse = 1000",
+        )
+        .replace(
+            "[services.alpha.config]",
+            "[services.alpha.limits]\nmemory_mib = 32\n[services.alpha.config]",
+        );
+    let host = TestHost::start_with(&services, "").await;
+    assert_eq!(counter(&host, "alpha").await, 1);
+    assert_eq!(counter(&host, "alpha").await, 2, "one instance serves both");
+    // Allocates 4 MiB at a time until refused, then answers.
+    let grown = host.get("/alpha/grow/4").await;
+    assert_eq!(grown.status(), 200);
+    settle(&host, "alpha").await;
+    assert_eq!(
+        counter(&host, "alpha").await,
+        1,
+        "the instance refused a growth was dropped"
+    );
+    host.stop().await;
+}
+
+/// A service redeployed with another spec gets a new context; the old
+/// one's idle instances are dropped with it, and so are those of a
+/// service removed: each holds a pool slot and its memory, and the
+/// context it belongs to, for as long as it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_spec_or_a_removal_drops_the_idle_instances_of_the_old_service() {
+    let host = TestHost::start().await;
+    let spec = |uses: u32| {
+        serde_json::json!({ "routes": ["/live/{*rest}"], "instance_reuse": uses }).to_string()
+    };
+    let deploy = |uses: u32| {
+        let spec = spec(uses);
+        let host = &host;
+        async move {
+            let deployed = host
+                .deploy_with("live", wasm_bytes("testbed"), &[("spec", &spec)])
+                .await;
+            assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+        }
+    };
+    let idle_context = || async {
+        assert_eq!(counter(&host, "live").await, 1);
+        let context = std::sync::Arc::clone(&host.running.registry.get("live").unwrap().context);
+        assert_eq!(
+            context.warm.as_ref().unwrap().idle(),
+            1,
+            "its instance is idle"
+        );
+        context
+    };
+    deploy(100).await;
+    let first = idle_context().await;
+    deploy(50).await;
+    assert_eq!(
+        first.warm.as_ref().unwrap().idle(),
+        0,
+        "the replaced service keeps no instance"
+    );
+    let second = idle_context().await;
+    assert!(!std::sync::Arc::ptr_eq(&first, &second));
+    let removed = host
+        .http
+        .delete(host.admin_url("/services/live"))
+        .bearer_auth(crate::support::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    assert_eq!(
+        second.warm.as_ref().unwrap().idle(),
+        0,
+        "a removed service keeps no instance"
+    );
+    // Nothing else holds the old contexts once their instances are gone.
+    let (first, second) = {
+        let weak = (
+            std::sync::Arc::downgrade(&first),
+            std::sync::Arc::downgrade(&second),
+        );
+        drop((first, second));
+        weak
+    };
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the old contexts to be freed",
+        || async { (first.upgrade().is_none() && second.upgrade().is_none()).then_some(()) },
+    )
+    .await;
+    host.stop().await;
+}
+
+/// A deploy of the bytes already serving loads the version again, and
+/// the instances made from the version loaded before are retired: an
+/// instance works only with the compiled component it was made from (one
+/// made for an event, whose HTTP handler it had never looked up, failed
+/// its next request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_of_the_same_bytes_retires_the_instances_made_before() {
+    let services = STANDARD_SERVICES.replace(
+        "routes = [\"/beta/{*rest}\"]",
+        "routes = [\"/beta/{*rest}\"]\ninstance_reuse = 1000",
+    );
+    let host = TestHost::start_with(&services, "").await;
+    let beta = host.running.registry.get("beta").unwrap();
+    let pool = beta.context.warm.as_ref().unwrap();
+    let published = host
+        .http
+        .post(host.url("/alpha/publish/news"))
+        .body("made for an event")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
+    crate::support::eventually(
+        std::time::Duration::from_secs(15),
+        "the event's instance back in beta's pool",
+        || async { (pool.idle() == 1).then_some(()) },
+    )
+    .await;
+    let before = host.version_of("beta").await;
+    let again = host.deploy("beta", wasm_bytes("testbed")).await;
+    assert_eq!(again.status(), 200, "{}", again.text().await.unwrap());
+    assert_eq!(host.version_of("beta").await, before);
+    assert_eq!(
+        pool.idle(),
+        0,
+        "the instance of the earlier load is retired"
+    );
+    let answer = host.get("/beta/memory-counter").await;
+    assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    host.stop().await;
+}

@@ -4,11 +4,15 @@
 //! `/leak` it writes the greeting and returns without finishing or
 //! dropping the body; in `/leak-all`, the body's stream too; in
 //! `/leak-late`, the same after a 50 ms pause once the head is out. A
-//! body leaked by `/leak` is kept (an instance that serves again still
-//! holds it), and `/finish-leaked` writes to and finishes the one kept
-//! longest and answers with what `write` and `finish` returned.
+//! body leaked by `/leak` is kept in the instance's memory, and
+//! `/finish-leaked` writes to and finishes the one kept longest and
+//! answers with what `write` and `finish` returned, or that it holds none
+//! (as a fresh instance does: Bazaar does not reuse one that leaked a body).
+//! Ending in `/no-answer` it returns without setting a response; `/served`
+//! answers how many requests this instance has been handed, itself
+//! included.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::Write as _;
 use wasi::http::types::{
@@ -20,14 +24,26 @@ wasi::http::proxy::export!(Hello);
 thread_local! {
     /// Bodies `/leak` returned without finishing, oldest first.
     static LEAKED: RefCell<VecDeque<OutgoingBody>> = const { RefCell::new(VecDeque::new()) };
+    /// Requests this instance has been handed.
+    static SERVED: Cell<u64> = const { Cell::new(0) };
 }
 
 struct Hello;
 
 impl wasi::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+        let served = SERVED.with(|served| {
+            served.set(served.get() + 1);
+            served.get()
+        });
         let path = request.path_with_query().unwrap_or_default();
-        let text = if path.ends_with("/finish-leaked") {
+        if path.ends_with("/no-answer") {
+            // `response_out` is dropped unset.
+            return;
+        }
+        let text = if path.ends_with("/served") {
+            format!("served {served}\n")
+        } else if path.ends_with("/finish-leaked") {
             match LEAKED.with(|leaked| leaked.borrow_mut().pop_front()) {
                 Some(body) => {
                     // Any stream it hands out goes before `finish`.

@@ -11,7 +11,10 @@
 //! it returned with a body neither finished nor dropped (a leaked handle,
 //! or a language runtime that drops it late): that body would otherwise
 //! look whole once the store goes, or keep its reader waiting for as long
-//! as a warm instance idles.
+//! as a warm instance idles. Such an instance is not reused either: the
+//! stream it may still hold would write into that body's channel, which
+//! its reader may not have closed yet, so a later request's bytes could
+//! reach an earlier request's client.
 
 use crate::state::RequestState;
 use std::ops::{Deref, DerefMut};
@@ -30,12 +33,13 @@ impl RunningStore {
         Self(Some(store))
     }
 
-    /// The store of a guest that returned well (e.g. to serve again as a
-    /// warm instance), every body it left unfinished ended with an error.
+    /// The store of a guest that returned well, to serve again as a warm
+    /// instance; `None` (the store dropped) when it left a body unfinished,
+    /// which is then ended with an error.
     pub(super) fn returned(mut self) -> Option<Store<RequestState>> {
         let mut store = self.0.take()?;
-        abort_unfinished_bodies(store.data_mut().http().table);
-        Some(store)
+        let unfinished = abort_unfinished_bodies(store.data_mut().http().table);
+        (unfinished == 0).then_some(store)
     }
 }
 
@@ -77,8 +81,10 @@ impl Drop for RunningStore {
 /// and it claims a length no write could reach, so a `finish` called on
 /// it later fails instead of passing for a body sent whole. That error is
 /// a response body-size one even for a request's body: which of the two
-/// the original was is private to wasmtime-wasi-http.
-fn abort_unfinished_bodies(table: &mut ResourceTable) {
+/// the original was is private to wasmtime-wasi-http. Returns how many
+/// bodies it ended.
+fn abort_unfinished_bodies(table: &mut ResourceTable) -> usize {
+    let mut ended = 0;
     for entry in table.iter_mut() {
         if let Some(body) = entry.downcast_mut::<HostOutgoingBody>() {
             // A finished body has left the table; this one never will.
@@ -86,6 +92,8 @@ fn abort_unfinished_bodies(table: &mut ResourceTable) {
                 HostOutgoingBody::new(StreamContext::Response, Some(u64::MAX), 1, 1);
             drop(spent.take_output_stream());
             std::mem::replace(body, spent).abort();
+            ended += 1;
         }
     }
+    ended
 }

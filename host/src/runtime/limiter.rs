@@ -74,6 +74,22 @@ pub enum MemoryRefusal {
         /// The budget.
         budget: usize,
     },
+    /// One memory past the largest it may be: its own declared maximum or
+    /// the pool's slot, whichever is smaller.
+    Memory {
+        /// The size it would have grown to, in bytes.
+        desired: usize,
+        /// The largest it may be, in bytes.
+        largest: usize,
+    },
+    /// One table past the largest it may be: its own declared maximum or
+    /// the pool's slot, whichever is smaller.
+    Table {
+        /// The elements it would have held.
+        desired: usize,
+        /// The most it may hold.
+        largest: usize,
+    },
 }
 
 impl std::fmt::Display for MemoryRefusal {
@@ -90,6 +106,16 @@ impl std::fmt::Display for MemoryRefusal {
                 "the host's linear-memory budget of {} MiB for all instances together has no room for {} MiB more (`[runtime] host_memory_mib`)",
                 budget >> 20,
                 wanted.div_ceil(1 << 20)
+            ),
+            Self::Memory { desired, largest } => write!(
+                f,
+                "a memory would grow to {} MiB, past the {} MiB it may reach (its own maximum, else `[runtime] max_memory_mib`)",
+                desired.div_ceil(1 << 20),
+                largest >> 20
+            ),
+            Self::Table { desired, largest } => write!(
+                f,
+                "a table would grow to {desired} elements, past the {largest} it may hold (its own maximum, else the pool's)"
             ),
         }
     }
@@ -137,6 +163,8 @@ impl ResourceLimiter for SandboxLimiter {
         // safe side) until the store goes.
         let largest = maximum.map_or(self.pool.memory_bytes, |m| m.min(self.pool.memory_bytes));
         if desired > largest {
+            // Recorded too: an instance refused anything is not reused.
+            self.refused = Some(MemoryRefusal::Memory { desired, largest });
             return Ok(false);
         }
         let delta = desired.saturating_sub(current);
@@ -168,7 +196,11 @@ impl ResourceLimiter for SandboxLimiter {
         let largest = maximum.map_or(self.pool.table_elements, |m| {
             m.min(self.pool.table_elements)
         });
-        Ok(desired <= largest)
+        if desired > largest {
+            self.refused = Some(MemoryRefusal::Table { desired, largest });
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn instances(&self) -> usize {
@@ -243,7 +275,18 @@ mod tests {
         let mut limiter = SandboxLimiter::new(Arc::clone(&host), 512 * MIB, pool());
         assert!(!limiter.memory_growing(0, 65 * MIB, None).unwrap());
         assert_eq!(host.used(), 0);
-        assert!(!limiter.table_growing(0, 101, None).unwrap());
+        assert!(matches!(
+            limiter.refusal(),
+            Some(MemoryRefusal::Memory { .. })
+        ));
         assert!(limiter.table_growing(0, 100, None).unwrap());
+        assert!(!limiter.table_growing(0, 101, None).unwrap());
+        assert!(matches!(
+            limiter.refusal(),
+            Some(MemoryRefusal::Table {
+                desired: 101,
+                largest: 100
+            })
+        ));
     }
 }

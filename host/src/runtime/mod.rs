@@ -237,6 +237,9 @@ impl Refill {
             );
             let made = Metered::new(Live::make(&mut store, &version), Arc::clone(&meter));
             match tokio::time::timeout_at(ctx.deadline, made).await {
+                // One whose start-up had a growth refused is not kept, as
+                // after a request.
+                Ok(Ok(_)) if store.data().limiter.refusal().is_some() => {}
                 Ok(Ok((live, made_in))) => {
                     service.metrics.instantiated(made_in);
                     pool.keep(warm::WarmInstance {
@@ -427,11 +430,14 @@ impl Runtime {
             service.metrics.cpu_time(record.meter.spent());
             match result {
                 // Only an instance that ended well, within its limits,
-                // serves again.
-                Ok(live) => {
+                // having answered, serves again.
+                Ok(live) if head_sent.load(Ordering::Acquire) => {
                     refill.give_back(&service, &version, store, live, record);
                     Ok(())
                 }
+                // It returned without setting its response (its client is
+                // told so): not an instance to trust with another request.
+                Ok(_) => Ok(()),
                 Err(e) => {
                     report_memory(&service.name, &version.version, &store);
                     if head_sent.load(Ordering::Acquire) {

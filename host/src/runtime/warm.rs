@@ -13,13 +13,16 @@
 
 use crate::state::RequestState;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use wasmtime::Store;
 
 /// An instance between requests or events.
 pub(super) struct WarmInstance {
-    /// The version it runs.
-    pub version: std::sync::Arc<str>,
+    /// The version it runs: the loaded version's own `Arc`, compared by
+    /// identity, as an instance only works with the compiled component it
+    /// was made from (a version loaded again, by a deploy of the same
+    /// bytes, is another).
+    pub version: Arc<str>,
     /// Its store.
     pub store: Store<RequestState>,
     /// The instance.
@@ -50,13 +53,20 @@ pub struct WarmPool {
 #[derive(Default)]
 struct Idle {
     /// The version whose instances may be kept.
-    current: Option<std::sync::Arc<str>>,
+    current: Option<Arc<str>>,
+    /// The service was replaced or removed: nothing is kept any more.
+    closed: bool,
     instances: Lists<WarmInstance>,
 }
 
 impl Idle {
-    fn wants(&self, version: &str, max_idle: usize) -> bool {
-        self.current.as_deref().is_none_or(|c| c == version) && self.instances.len() < max_idle
+    fn wants(&self, version: &Arc<str>, max_idle: usize) -> bool {
+        !self.closed
+            && self
+                .current
+                .as_ref()
+                .is_none_or(|c| Arc::ptr_eq(c, version))
+            && self.instances.len() < max_idle
     }
 }
 
@@ -145,11 +155,11 @@ impl WarmPool {
 
     /// An idle instance of `version`, if there is one: the one this
     /// thread put back last, else another thread's.
-    pub(super) fn take(&self, version: &str) -> Option<WarmInstance> {
+    pub(super) fn take(&self, version: &Arc<str>) -> Option<WarmInstance> {
         let own = this_threads_list();
         self.lock()
             .instances
-            .take(own, |instance| &*instance.version == version)
+            .take(own, |instance| Arc::ptr_eq(&instance.version, version))
     }
 
     /// Keeps `instance`, which has just served a request, for another,
@@ -176,20 +186,35 @@ impl WarmPool {
     }
 
     /// Whether a new instance of `version` would be kept.
-    pub(super) fn wants(&self, version: &str) -> bool {
+    pub(super) fn wants(&self, version: &Arc<str>) -> bool {
         self.lock().wants(version, self.max_idle)
     }
 
     /// Drops the idle instances of every version but `version`, and keeps
     /// only `version`'s from now on.
-    pub fn retire_all_but(&self, version: &std::sync::Arc<str>) {
+    pub fn retire_all_but(&self, version: &Arc<str>) {
         let retired = {
             let mut idle = self.lock();
-            idle.current = Some(std::sync::Arc::clone(version));
-            idle.instances.split_off(|i| i.version == *version)
+            idle.current = Some(Arc::clone(version));
+            idle.instances
+                .split_off(|i| Arc::ptr_eq(&i.version, version))
         };
         // Dropped outside the lock: freeing instances returns pool slots.
         drop(retired);
+    }
+
+    /// Drops every idle instance and keeps none from now on: the service
+    /// this pool belongs to was replaced (its spec changed) or removed.
+    /// Each instance's store holds the service's context, which holds this
+    /// pool, so instances left here would keep both, and their pool slots
+    /// and memory, for good.
+    pub fn close(&self) {
+        let dropped = {
+            let mut idle = self.lock();
+            idle.closed = true;
+            idle.instances.split_off(|_| false)
+        };
+        drop(dropped);
     }
 
     /// Instances idle now.
