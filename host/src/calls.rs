@@ -26,6 +26,11 @@ pub struct ServiceCalls {
 }
 
 impl ServiceCalls {
+    /// The services calls are resolved in.
+    pub(crate) fn registry(&self) -> &Arc<ServiceRegistry> {
+        &self.registry
+    }
+
     /// Calls resolved in `registry` and run by `runtime`.
     pub fn new(registry: Arc<ServiceRegistry>, runtime: Weak<Runtime>, max_depth: usize) -> Self {
         Self {

@@ -604,3 +604,47 @@ async fn a_deploy_of_the_same_bytes_retires_the_instances_made_before() {
     assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
     host.stop().await;
 }
+
+/// When every slot of the pool is taken, some by idle warm instances, a
+/// new instance takes the slot of the idle one held longest by the
+/// service keeping the most, instead of the request being refused as
+/// busy for as long as those instances idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_gives_a_new_instance_the_slot_of_an_idle_one() {
+    let services = "
+[services.hog]
+component = \"testbed.wasm\"
+routes = [\"/hog/{*rest}\"]
+instance_reuse = 100
+
+[services.other]
+component = \"testbed.wasm\"
+routes = [\"/other/{*rest}\"]
+instance_reuse = 100
+";
+    let host = TestHost::start_edited(crate::support::temp_dir(), services, "", |text| {
+        text.replace("max_instances = 64", "max_instances = 4")
+    })
+    .await;
+    // Four requests at once take the pool's four slots; their instances
+    // then idle in hog's pool.
+    let slow: Vec<_> = (0..4).map(|_| host.get("/hog/sleep/300")).collect();
+    for answer in futures_util::future::join_all(slow).await {
+        assert_eq!(answer.status(), 200);
+    }
+    settle(&host, "hog").await;
+    let hog = host.running.registry.get("hog").unwrap();
+    assert_eq!(hog.context.warm.as_ref().unwrap().idle(), 4);
+    assert_eq!(
+        counter(&host, "other").await,
+        1,
+        "other gets an instance while hog's idle ones hold every slot"
+    );
+    assert_eq!(
+        hog.context.warm.as_ref().unwrap().idle(),
+        3,
+        "one of hog's gave up its slot"
+    );
+    assert_eq!(host.get("/hog/memory-counter").await.status(), 200);
+    host.stop().await;
+}

@@ -292,6 +292,27 @@ impl Runtime {
         })
     }
 
+    /// Frees a slot of `engine`'s pool, all of whose slots are taken, by
+    /// dropping the idle warm instance held longest by the service that
+    /// keeps the most there: warm services keep up to `max_concurrency`
+    /// idle instances each, for as long as nothing retires them, and
+    /// without this a few that were busy once would leave none for the
+    /// others, each request of which would then be refused as busy.
+    fn make_room(&self, engine: &wasmtime::Engine) {
+        let snapshot = self.calls.registry().load();
+        let fullest = snapshot
+            .services()
+            .filter_map(|slot| slot.context.warm.as_ref())
+            .map(|pool| (pool.idle_on(engine), pool))
+            .filter(|(idle, _)| *idle > 0)
+            .max_by_key(|(idle, _)| *idle);
+        if let Some((_, pool)) = fullest {
+            // Dropped here: its slot is free again before the caller
+            // instantiates.
+            drop(pool.evict_on(engine));
+        }
+    }
+
     /// An idle warm instance of `version` of `service` for `ctx`, when the
     /// service keeps them and one is idle, else a fresh store.
     fn start(
@@ -315,13 +336,13 @@ impl Runtime {
                 }
             }
             None => {
-                let (store, meter) = self.sandbox.store(
-                    version.pre.engine(),
-                    service,
-                    &version.version,
-                    ctx,
-                    &self.calls,
-                );
+                let engine = version.pre.engine();
+                if self.sandbox.pool_full(engine) {
+                    self.make_room(engine);
+                }
+                let (store, meter) =
+                    self.sandbox
+                        .store(engine, service, &version.version, ctx, &self.calls);
                 Start {
                     store,
                     live: None,

@@ -14,7 +14,7 @@
 use crate::state::RequestState;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use wasmtime::Store;
+use wasmtime::{Engine, Store};
 
 /// An instance between requests or events.
 pub(super) struct WarmInstance {
@@ -125,6 +125,17 @@ impl<T> Lists<T> {
         Some(self.lists[list].swap_remove(at))
     }
 
+    /// The oldest `wanted` item of the longest list that has one.
+    fn take_oldest(&mut self, wanted: impl Fn(&T) -> bool) -> Option<T> {
+        let (list, at) = self
+            .lists
+            .iter()
+            .enumerate()
+            .filter_map(|(list, items)| items.iter().position(&wanted).map(|at| (list, at)))
+            .max_by_key(|&(list, _)| self.lists[list].len())?;
+        Some(self.lists[list].remove(at))
+    }
+
     /// Keeps the items that are `kept`; returns the others.
     fn split_off(&mut self, kept: impl Fn(&T) -> bool) -> Vec<T> {
         let mut gone = Vec::new();
@@ -221,6 +232,25 @@ impl WarmPool {
     pub fn idle(&self) -> usize {
         self.lock().instances.len()
     }
+
+    /// Instances idle now whose slots are in `engine`'s pool.
+    pub(super) fn idle_on(&self, engine: &Engine) -> usize {
+        let idle = self.lock();
+        idle.instances
+            .lists
+            .iter()
+            .flatten()
+            .filter(|i| Engine::same(i.store.engine(), engine))
+            .count()
+    }
+
+    /// Takes out the instance in `engine`'s pool idle longest, to be
+    /// dropped (outside the lock) to free its slot.
+    pub(super) fn evict_on(&self, engine: &Engine) -> Option<WarmInstance> {
+        self.lock()
+            .instances
+            .take_oldest(|i| Engine::same(i.store.engine(), engine))
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +276,22 @@ mod tests {
         assert_eq!(lists.take(LISTS - 1, |i| i.0 == "v1"), Some(("v1", 'e')));
         assert_eq!(lists.take(0, |i| i.0 == "v1"), None);
         assert_eq!(lists.len(), 0);
+    }
+
+    #[test]
+    fn the_oldest_wanted_item_of_the_longest_list_is_evicted_first() {
+        let mut lists = Lists::default();
+        lists.push(0, ("a", 1));
+        lists.push(1, ("b", 2));
+        lists.push(1, ("a", 3));
+        lists.push(1, ("a", 4));
+        assert_eq!(lists.take_oldest(|i| i.0 == "a"), Some(("a", 3)));
+        // The second list is still the longer one.
+        assert_eq!(lists.take_oldest(|i| i.0 == "a"), Some(("a", 4)));
+        // Only the first list has one left.
+        assert_eq!(lists.take_oldest(|i| i.0 == "a"), Some(("a", 1)));
+        assert_eq!(lists.take_oldest(|i| i.0 == "a"), None);
+        assert_eq!(lists.len(), 1);
     }
 
     #[test]
