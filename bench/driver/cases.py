@@ -1,6 +1,7 @@
 """The load cases (a)-(f): which server, which component, which request."""
 
 import copy
+import urllib.parse
 
 from hosts import Bazaar, Native, WasmtimeServe
 from load import LoadError
@@ -40,8 +41,21 @@ def prime_kv(host, path=KV_PATH):
 
 
 def measured(ctx, key, label, server, url, method=None, body=None):
-    """One case against `url`, served by `server` (a procs.Server)."""
+    """One case against `url`, served by `server` (a procs.Server), once
+    one request to it has answered 2xx (wrk counts only statuses from 400
+    up as errors: a redirect would pass for an answer)."""
     ctx.log(f"  ({key}) {label}")
+    parts = urllib.parse.urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    client = Client(base)
+    try:
+        status, _, answer = client.request(method or "GET", url[len(base):], body=body)
+    except OSError as e:
+        return case(key, label, "failed", f"{url} did not answer: {e}")
+    finally:
+        client.close()
+    if not 200 <= status < 300:
+        return case(key, label, "failed", f"{url} answered {status}: {answer[:200]!r}")
     try:
         return case(key, label, runs=ctx.runner.measure(server, url, method, body, ctx.log))
     except LoadError as e:

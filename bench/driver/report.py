@@ -5,6 +5,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 
 from cases import median, spread
 
@@ -34,7 +35,20 @@ def machine():
         "kernel": platform.release(),
         "ram_gib": round(mem_kib / 1024 / 1024, 1),
         "os": platform.platform(terse=True),
+        # Where the hosts' data lives: the key-value writes' fsync cost is
+        # the filesystem's.
+        "tmp_fs": filesystem(tempfile.gettempdir()),
     }
+
+
+def filesystem(path):
+    """The type of the filesystem holding `path` (`stat -f`), or None."""
+    try:
+        done = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
 
 
 def tool_version(argv):
@@ -116,7 +130,8 @@ def render(result):
     out = [
         f"Bazaar benchmark, {r['mode']} run, host built with {PROFILES.get(r['profile'], r['profile'])},"
         f" {r['finished']}",
-        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, kernel {m['kernel']}"
+        + (f", {tempfile.gettempdir()} on {m['tmp_fs']}" if m.get("tmp_fs") else ""),
         f"load: {r['load_generator']}, {r['wrk_threads']} thread(s), {r['seconds']} s per run"
         f" after {r['warmup_seconds']} s warm-up, loopback; {r['rounds']} round(s), every"
         " host started afresh in each: each column the median of its rounds (taken on its"
