@@ -154,7 +154,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         },
         tokens: Arc::clone(&tokens),
     };
-    let trial = TrialRun::open(sandbox, &data_dir, &env)?;
+    let trial = TrialRun::open(sandbox, &data_dir, &env, Arc::clone(&registry))?;
     let artifacts = ArtifactStore::open(&data_dir)?;
     let (control, artifacts, stores) = match &fleet {
         None => (

@@ -464,32 +464,36 @@ async fn an_instance_that_returned_without_answering_is_not_reused() {
     host.stop().await;
 }
 
-/// A guest that went over its memory cap, even one that carried on and
-/// answered, is not reused.
+/// A guest that went over a memory limit, even one that carried on and
+/// answered, is not reused: its service's cap (`memory_mib`), or the most
+/// one memory may hold (`[runtime] max_memory_mib`, the pool slot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_refused_memory_is_not_reused() {
-    let services = STANDARD_SERVICES
-        .replace(
-            "routes = [\"/alpha/{*rest}\"]",
-            "routes = [\"/alpha/{*rest}\"]\ninstance_reuse = 1000",
-        )
-        .replace(
-            "[services.alpha.config]",
-            "[services.alpha.limits]\nmemory_mib = 32\n[services.alpha.config]",
+    let services = "[services.alpha]\ncomponent = \"testbed.wasm\"\nroutes = [\"/alpha/{*rest}\"]\ninstance_reuse = 1000\n";
+    let capped = format!("{services}[services.alpha.limits]\nmemory_mib = 32\n");
+    for (services, runtime) in [(capped.as_str(), ""), (services, "\nmax_memory_mib = 32")] {
+        let host = TestHost::start_edited(crate::support::temp_dir(), services, "", |text| {
+            text.replace(
+                "max_instances = 64",
+                &format!("max_instances = 64{runtime}"),
+            )
+        })
+        .await;
+        assert_eq!(counter(&host, "alpha").await, 1);
+        assert_eq!(counter(&host, "alpha").await, 2, "one instance serves both");
+        // Allocates 4 MiB at a time until refused, then answers.
+        let grown = host.get("/alpha/grow/4").await;
+        assert_eq!(grown.status(), 200);
+        let grown: Value = grown.json().await.unwrap();
+        assert!(grown["memory_mib"].as_u64().unwrap() <= 32, "{grown}");
+        settle(&host, "alpha").await;
+        assert_eq!(
+            counter(&host, "alpha").await,
+            1,
+            "the instance refused a growth was dropped ({services}{runtime})"
         );
-    let host = TestHost::start_with(&services, "").await;
-    assert_eq!(counter(&host, "alpha").await, 1);
-    assert_eq!(counter(&host, "alpha").await, 2, "one instance serves both");
-    // Allocates 4 MiB at a time until refused, then answers.
-    let grown = host.get("/alpha/grow/4").await;
-    assert_eq!(grown.status(), 200);
-    settle(&host, "alpha").await;
-    assert_eq!(
-        counter(&host, "alpha").await,
-        1,
-        "the instance refused a growth was dropped"
-    );
-    host.stop().await;
+        host.stop().await;
+    }
 }
 
 /// A service redeployed with another spec gets a new context; the old
@@ -646,5 +650,13 @@ instance_reuse = 100
         "one of hog's gave up its slot"
     );
     assert_eq!(host.get("/hog/memory-counter").await.status(), 200);
+    settle(&host, "hog").await;
+    // Every slot is taken again, by idle instances of both: a deploy's
+    // trial instantiation takes one of theirs instead of failing.
+    let deployed = host
+        .deploy("other", with_custom_section(&wasm_bytes("testbed"), "next"))
+        .await;
+    assert_eq!(deployed.status(), 200, "{}", deployed.text().await.unwrap());
+    assert_eq!(counter(&host, "other").await, 1, "the new version serves");
     host.stop().await;
 }

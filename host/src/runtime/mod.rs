@@ -185,7 +185,8 @@ impl Refill {
         // A store dropped here writes its partial lines out itself.
         let Some(pool) = &service.warm else { return };
         store.data().flush_output();
-        if store.data().limiter.refusal().is_some() {
+        if let Some(refusal) = store.data().limiter.refusal() {
+            tracing::debug!(service = %service.name, version = version.short_version(), "not reused: {refusal}");
             return;
         }
         let instance = warm::WarmInstance {
@@ -299,18 +300,7 @@ impl Runtime {
     /// without this a few that were busy once would leave none for the
     /// others, each request of which would then be refused as busy.
     fn make_room(&self, engine: &wasmtime::Engine) {
-        let snapshot = self.calls.registry().load();
-        let fullest = snapshot
-            .services()
-            .filter_map(|slot| slot.context.warm.as_ref())
-            .map(|pool| (pool.idle_on(engine), pool))
-            .filter(|(idle, _)| *idle > 0)
-            .max_by_key(|(idle, _)| *idle);
-        if let Some((_, pool)) = fullest {
-            // Dropped here: its slot is free again before the caller
-            // instantiates.
-            drop(pool.evict_on(engine));
-        }
+        make_room(self.calls.registry(), engine);
     }
 
     /// An idle warm instance of `version` of `service` for `ctx`, when the
@@ -610,6 +600,28 @@ async fn admit(
             Err(RuntimeError::Busy)
         }
     }
+}
+
+/// Drops one idle warm instance in `engine`'s pool, of the service in
+/// `registry` that keeps the most there (an old one of those: the oldest
+/// of its longest per-thread list), to free its slot; whether there was
+/// one. The store is dropped on the caller's thread, before it
+/// instantiates: resetting a large instance's memory takes milliseconds,
+/// paid only when the pool is full.
+pub(crate) fn make_room(
+    registry: &crate::registry::ServiceRegistry,
+    engine: &wasmtime::Engine,
+) -> bool {
+    let snapshot = registry.load();
+    let fullest = snapshot
+        .services()
+        .filter_map(|slot| slot.context.warm.as_ref())
+        .map(|pool| (pool.idle_on(engine), pool))
+        .filter(|(idle, _)| *idle > 0)
+        .max_by_key(|(idle, _)| *idle);
+    fullest
+        .and_then(|(_, pool)| pool.evict_on(engine))
+        .is_some()
 }
 
 /// Logs a refused memory growth behind a failure: the trap itself only

@@ -51,12 +51,20 @@ pub struct TrialRun {
     env: ServiceEnv,
     /// Calls from a start function reach no service.
     calls: Arc<ServiceCalls>,
+    /// The host's services, whose idle warm instances may give up their
+    /// pool slots to a trial when every slot is taken.
+    services: Arc<ServiceRegistry>,
 }
 
 impl TrialRun {
     /// A trial runner with a scratch store under `data_dir`, running with
-    /// `env`'s default limits.
-    pub fn open(sandbox: Sandbox, data_dir: &Path, env: &ServiceEnv) -> anyhow::Result<Self> {
+    /// `env`'s default limits, beside the host's `services`.
+    pub fn open(
+        sandbox: Sandbox,
+        data_dir: &Path,
+        env: &ServiceEnv,
+        services: Arc<ServiceRegistry>,
+    ) -> anyhow::Result<Self> {
         // Always a local scratch file: a trial writes nothing anyone keeps.
         let store =
             ServiceStore::Embedded(EmbeddedStore::open(&data_dir.join("trial"), TRIAL_SERVICE)?);
@@ -66,6 +74,7 @@ impl TrialRun {
             store: Arc::new(store),
             env: env.clone(),
             calls: Arc::new(calls),
+            services,
         })
     }
 
@@ -105,7 +114,12 @@ impl TrialRun {
                 Ok(Err(error)) => error,
                 Err(_) => return Err(TrialFailure::Timeout(limits.timeout)),
             };
-            if let Some(refusal) = store.data().limiter.refusal() {
+            // A budget of the host's refused it; a growth past a memory's
+            // own maximum (or a table's) is the component's, and what
+            // it led to says more.
+            if let Some(refusal @ (MemoryRefusal::Instance { .. } | MemoryRefusal::Host { .. })) =
+                store.data().limiter.refusal()
+            {
                 return Err(TrialFailure::Memory(refusal));
             }
             if error.chain().any(|e| e.is::<CpuLimitExceeded>()) {
@@ -117,7 +131,11 @@ impl TrialRun {
             {
                 if started.elapsed() < SLOT_WAIT {
                     drop(store);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Idle warm instances hold slots for as long as they
+                    // idle: one gives its slot up, else wait for a busy one.
+                    if !super::make_room(&self.services, pre.engine()) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
                 return Err(TrialFailure::NoSlot);
