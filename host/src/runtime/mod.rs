@@ -294,11 +294,12 @@ impl Runtime {
     }
 
     /// Frees a slot of `engine`'s pool, all of whose slots are taken, by
-    /// dropping the idle warm instance held longest by the service that
-    /// keeps the most there: warm services keep up to `max_concurrency`
-    /// idle instances each, for as long as nothing retires them, and
-    /// without this a few that were busy once would leave none for the
-    /// others, each request of which would then be refused as busy.
+    /// dropping an old idle warm instance of the service that keeps the
+    /// most there (`runtime::make_room`): warm services keep up to
+    /// `max_concurrency` idle instances each, for as long as nothing
+    /// retires them, and without this a few that were busy once would
+    /// leave none for the others, each request of which would then be
+    /// refused as busy.
     fn make_room(&self, engine: &wasmtime::Engine) {
         make_room(self.calls.registry(), engine);
     }
