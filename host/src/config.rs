@@ -280,6 +280,11 @@ pub struct RuntimeSection {
     /// at every reset would cost more than it saves. A slot freed and not
     /// yet reused holds up to this much. `warm_memory_keep_resident_mib = 32`
     pub warm_memory_keep_resident_mib: usize,
+    /// Seconds a warm instance may stay idle before it is dropped, its
+    /// pool slot and memory freed (checked once a second); 0 keeps idle
+    /// instances until a deploy retires them or a full pool needs their
+    /// slot. `warm_idle_timeout_s = 60`
+    pub warm_idle_timeout_s: u64,
 }
 
 impl Default for RuntimeSection {
@@ -298,6 +303,7 @@ impl Default for RuntimeSection {
             table_keep_resident_kib: 256,
             pagemap_scan: true,
             warm_memory_keep_resident_mib: 32,
+            warm_idle_timeout_s: 60,
         }
     }
 }

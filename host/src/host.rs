@@ -109,6 +109,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
 
     let registry = Arc::new(ServiceRegistry::default());
     let runtime_config = &config.runtime;
+    let warm_idle_timeout = runtime_config.warm_idle_timeout_s;
     let sandbox = Sandbox::new(runtime_config);
     let runtime = Runtime::new(
         sandbox.clone(),
@@ -255,6 +256,11 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningHost> {
         tokio::spawn(delivery.run(signal.clone())),
         tokio::spawn(relay.run(signal.clone())),
         tokio::spawn(prune_rate_limits(Arc::clone(&registry), signal.clone())),
+        tokio::spawn(prune_idle_instances(
+            Arc::clone(&registry),
+            warm_idle_timeout,
+            signal.clone(),
+        )),
     ];
     // The listeners are open; now every service compiles, in parallel,
     // and serves as soon as its own component is ready.
@@ -314,6 +320,35 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for the {what} on {addr}; is the port in use?"))
+}
+
+/// Drops, once a second, the warm instances idle for more than
+/// `timeout_s` seconds (none when it is 0), freeing their pool slots and
+/// memory: a burst leaves up to `max_concurrency` instances per service.
+async fn prune_idle_instances(
+    registry: Arc<ServiceRegistry>,
+    timeout_s: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if timeout_s == 0 {
+        return;
+    }
+    let clock = &crate::runtime::IDLE_CLOCK;
+    clock.update();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(cutoff) = clock.update().checked_sub(timeout_s) else {
+            continue;
+        };
+        for slot in registry.load().services() {
+            if let Some(pool) = &slot.context.warm {
+                pool.drop_idle_before(cutoff);
+            }
+        }
+    }
 }
 
 /// Drops the rate-limit state of clients idle long enough to be back to a

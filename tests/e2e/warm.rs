@@ -660,3 +660,30 @@ instance_reuse = 100
     assert_eq!(counter(&host, "other").await, 1, "the new version serves");
     host.stop().await;
 }
+
+/// An instance idle for longer than `[runtime] warm_idle_timeout_s` is
+/// dropped, its slot and memory freed; the next request makes a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_idle_past_the_timeout_is_dropped() {
+    let services = "[services.alpha]\ncomponent = \"testbed.wasm\"\nroutes = [\"/alpha/{*rest}\"]\ninstance_reuse = 1000\n";
+    let host = TestHost::start_edited(crate::support::temp_dir(), services, "", |text| {
+        text.replace(
+            "max_instances = 64",
+            "max_instances = 64\nwarm_idle_timeout_s = 1",
+        )
+    })
+    .await;
+    assert_eq!(counter(&host, "alpha").await, 1);
+    assert_eq!(counter(&host, "alpha").await, 2, "kept while in use");
+    let alpha = host.running.registry.get("alpha").unwrap();
+    let pool = alpha.context.warm.as_ref().unwrap();
+    assert_eq!(pool.idle(), 1);
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the idle instance to be dropped",
+        || async { (pool.idle() == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(counter(&host, "alpha").await, 1, "a new instance serves");
+    host.stop().await;
+}

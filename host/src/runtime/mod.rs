@@ -41,7 +41,7 @@ mod warm;
 pub use limiter::{HostMemory, MemoryRefusal, SandboxLimiter};
 pub use sandbox::Sandbox;
 pub use trial::{TrialFailure, TrialRun};
-pub use warm::WarmPool;
+pub use warm::{IDLE_CLOCK, IdleClock, WarmPool};
 
 use crate::calls::ServiceCalls;
 use crate::capability::GuestEvent;
@@ -189,12 +189,7 @@ impl Refill {
             tracing::debug!(service = %service.name, version = version.short_version(), "not reused: {refusal}");
             return;
         }
-        let instance = warm::WarmInstance {
-            version: Arc::clone(&version.version),
-            store,
-            live,
-            record,
-        };
+        let instance = warm::WarmInstance::new(Arc::clone(&version.version), store, live, record);
         if let Some(used_up) = pool.give_back(instance) {
             self.replace(used_up, Arc::clone(service), Arc::clone(version));
         }
@@ -243,16 +238,17 @@ impl Refill {
                 Ok(Ok(_)) if store.data().limiter.refusal().is_some() => {}
                 Ok(Ok((live, made_in))) => {
                     service.metrics.instantiated(made_in);
-                    pool.keep(warm::WarmInstance {
-                        version: Arc::clone(&version.version),
+                    let record = warm::Record {
+                        meter,
+                        uses: 0,
+                        made_in,
+                    };
+                    pool.keep(warm::WarmInstance::new(
+                        Arc::clone(&version.version),
                         store,
                         live,
-                        record: warm::Record {
-                            meter,
-                            uses: 0,
-                            made_in,
-                        },
-                    });
+                        record,
+                    ));
                 }
                 Ok(Err(e)) => tracing::debug!(service = %service.name, version = version.short_version(), error = format!("{e:#}"), "a warm instance could not be made ahead"),
                 Err(_) => tracing::debug!(service = %service.name, version = version.short_version(), "making a warm instance ahead timed out"),
@@ -401,12 +397,12 @@ impl Runtime {
                 if let (RuntimeError::BadRequest(_), Some(live), Some(pool)) =
                     (&e, live.take(), &service.warm)
                 {
-                    pool.keep(warm::WarmInstance {
-                        version: Arc::clone(&version.version),
+                    pool.keep(warm::WarmInstance::new(
+                        Arc::clone(&version.version),
                         store,
                         live,
                         record,
-                    });
+                    ));
                 }
                 return Err(e);
             }

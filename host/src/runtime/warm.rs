@@ -29,6 +29,53 @@ pub(super) struct WarmInstance {
     pub live: super::instance::Live,
     /// What else it carries from one run to the next.
     pub record: Record,
+    /// The [`IdleClock`] tick at which it was last put back.
+    idle_since: u64,
+}
+
+impl WarmInstance {
+    /// An instance of `version` in `store`, about to be kept.
+    pub(super) fn new(
+        version: Arc<str>,
+        store: Store<RequestState>,
+        live: super::instance::Live,
+        record: Record,
+    ) -> Self {
+        Self {
+            version,
+            store,
+            live,
+            record,
+            idle_since: 0,
+        }
+    }
+}
+
+/// A coarse clock for how long instances idle: whole seconds since the
+/// process first read it, brought up to date by the pruner and read with
+/// one atomic load when an instance is put back (no clock read on the
+/// request's path).
+pub struct IdleClock(std::sync::atomic::AtomicU64);
+
+/// The process's idle clock (shared by every host it runs).
+pub static IDLE_CLOCK: IdleClock = IdleClock(std::sync::atomic::AtomicU64::new(0));
+
+impl IdleClock {
+    /// The tick it last showed.
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Brings it up to date; the tick now.
+    pub fn update(&self) -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs();
+        // Several hosts in one process (the tests) update it alike.
+        self.0.fetch_max(now, Ordering::Relaxed).max(now)
+    }
 }
 
 /// What an instance carries from one run to the next besides its store.
@@ -187,13 +234,20 @@ impl WarmPool {
 
     /// Keeps `instance` idle in this thread's list, unless its version
     /// retired or enough instances are idle (it is dropped then).
-    pub(super) fn keep(&self, instance: WarmInstance) {
+    pub(super) fn keep(&self, mut instance: WarmInstance) {
         let own = this_threads_list();
+        instance.idle_since = IDLE_CLOCK.now();
         let mut idle = self.lock();
         if !idle.wants(&instance.version, self.max_idle) {
             return;
         }
         idle.instances.push(own, instance);
+    }
+
+    /// Drops the instances idle since before tick `cutoff` of [`IDLE_CLOCK`].
+    pub fn drop_idle_before(&self, cutoff: u64) {
+        let expired = self.lock().instances.split_off(|i| i.idle_since >= cutoff);
+        drop(expired);
     }
 
     /// Whether a new instance of `version` would be kept.
