@@ -77,6 +77,13 @@ def share_percent(before, after, which):
     return round(100 * (after[which] - before[which]) / total, 1) if total > 0 else None
 
 
+def assert_served(run, what):
+    """Fails unless wrk's `run` had answers and no error or non-2xx one:
+    figures taken while a host failed would describe the failure."""
+    assert run["requests"] and not run["errors"] and not run["non_2xx"], \
+        f"{what} was not served: {run}"
+
+
 def per_request_us(cpu_seconds, requests):
     """CPU seconds spread over `requests`, in microseconds; None for none."""
     return round(cpu_seconds * 1e6 / requests, 2) if requests else None

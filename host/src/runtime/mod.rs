@@ -289,17 +289,6 @@ impl Runtime {
         })
     }
 
-    /// Frees a slot of `engine`'s pool, all of whose slots are taken, by
-    /// dropping an old idle warm instance of the service that keeps the
-    /// most there (`runtime::make_room`): warm services keep up to
-    /// `max_concurrency` idle instances each, for as long as nothing
-    /// retires them, and without this a few that were busy once would
-    /// leave none for the others, each request of which would then be
-    /// refused as busy.
-    fn make_room(&self, engine: &wasmtime::Engine) {
-        make_room(self.calls.registry(), engine);
-    }
-
     /// An idle warm instance of `version` of `service` for `ctx`, when the
     /// service keeps them and one is idle, else a fresh store.
     fn start(
@@ -325,7 +314,7 @@ impl Runtime {
             None => {
                 let engine = version.pre.engine();
                 if self.sandbox.pool_full(engine) {
-                    self.make_room(engine);
+                    make_room(self.calls.registry(), engine);
                 }
                 let (store, meter) =
                     self.sandbox
@@ -602,9 +591,12 @@ async fn admit(
 /// Drops one idle warm instance in `engine`'s pool, of the service in
 /// `registry` that keeps the most there (an old one of those: the oldest
 /// of its longest per-thread list), to free its slot; whether there was
-/// one. The store is dropped on the caller's thread, before it
-/// instantiates: resetting a large instance's memory takes milliseconds,
-/// paid only when the pool is full.
+/// one. Warm services keep up to `max_concurrency` idle instances each
+/// until they idle out or a deploy retires them, so without this a few
+/// that were busy once would leave no slot for the others' requests
+/// (refused as busy) or for a deploy's trial. The store is dropped on the
+/// caller's thread, before it instantiates: resetting a large instance's
+/// memory takes milliseconds, paid only when the pool is full.
 pub(crate) fn make_room(
     registry: &crate::registry::ServiceRegistry,
     engine: &wasmtime::Engine,
