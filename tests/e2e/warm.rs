@@ -661,6 +661,62 @@ instance_reuse = 100
     host.stop().await;
 }
 
+/// A pool can run out of another kind of slot before its instances: a
+/// componentize-py instance is 14 core instances, and the pool holds four
+/// per instance slot. One idle Python instance then leaves too few for
+/// another warm service's instance (the two share the warm engine's pool),
+/// with three instance slots free; it gives its core instances up as it
+/// would an instance slot, and the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_gives_up_core_instances_another_service_needs() {
+    let Ok(path) = std::env::var("BAZAAR_PY_COMPONENT") else {
+        eprintln!("skipped: BAZAAR_PY_COMPONENT is not set (scripts/test builds it)");
+        return;
+    };
+    let services = format!(
+        "
+[services.py]
+component = \"{path}\"
+routes = [\"/py/{{*rest}}\"]
+instance_reuse = 100
+
+[services.other]
+component = \"testbed.wasm\"
+routes = [\"/other/{{*rest}}\"]
+instance_reuse = 100
+"
+    );
+    let host = TestHost::start_edited(crate::support::temp_dir(), &services, "", |text| {
+        text.replace("max_instances = 64", "max_instances = 4")
+    })
+    .await;
+    let answer = host.get("/py/hi").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "hello from python /py/hi");
+    settle(&host, "py").await;
+    let py = host.running.registry.get("py").unwrap();
+    let pool = py.context.warm.as_ref().unwrap();
+    assert_eq!(pool.idle(), 1);
+    let other = host.get("/other/memory-counter").await;
+    assert_eq!(
+        other.status(),
+        200,
+        "other gets an instance while py's idle one holds most core instances: {}",
+        other.text().await.unwrap()
+    );
+    settle(&host, "other").await;
+    assert_eq!(pool.idle(), 0, "py's idle instance gave its slots up");
+    let other = host.running.registry.get("other").unwrap();
+    assert_eq!(other.context.warm.as_ref().unwrap().idle(), 1);
+    // Other's idle instance now leaves 13 core instances: py's new one
+    // takes its.
+    let again = host.get("/py/again").await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.text().await.unwrap(), "hello from python /py/again");
+    assert_eq!(other.context.warm.as_ref().unwrap().idle(), 0);
+    host.stop().await;
+}
+
 /// An instance idle for longer than `[runtime] warm_idle_timeout_s` is
 /// dropped, its slot and memory freed; the next request makes a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

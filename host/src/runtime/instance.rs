@@ -35,24 +35,6 @@ impl Live {
         Ok((live, started.elapsed()))
     }
 
-    /// `live` if there is one, else a new instance of `version` made in
-    /// `store`, with how long making it took (which `made_in` records).
-    pub(super) async fn ready(
-        live: Option<Self>,
-        store: &mut Store<RequestState>,
-        version: &LoadedService,
-        made_in: &mut Duration,
-    ) -> wasmtime::Result<(Self, Option<Duration>)> {
-        match live {
-            Some(live) => Ok((live, None)),
-            None => {
-                let (live, took) = Self::make(store, version).await?;
-                *made_in = took;
-                Ok((live, Some(took)))
-            }
-        }
-    }
-
     /// Its HTTP handler; `version` must be the one it was made from.
     pub(super) fn http(
         &mut self,

@@ -257,14 +257,15 @@ impl Refill {
     }
 }
 
-/// Where a request or an event delivery starts: an idle warm instance of
-/// the version, or a fresh store to make a new one in.
+/// Where a request or an event delivery starts: an instance of the
+/// version, idle warm or just made, in its store.
 struct Start {
     store: wasmtime::Store<RequestState>,
-    /// The warm instance, if there was one.
-    live: Option<Live>,
+    live: Live,
     /// Its record, or a new one's.
     record: warm::Record,
+    /// How long making it took, when it was just made.
+    made: Option<Duration>,
 }
 
 impl Runtime {
@@ -290,45 +291,70 @@ impl Runtime {
     }
 
     /// An idle warm instance of `version` of `service` for `ctx`, when the
-    /// service keeps them and one is idle, else a fresh store.
-    fn start(
+    /// service keeps them and one is idle, else a new one, made within the
+    /// request's deadline and CPU budget.
+    ///
+    /// When the pool has no slot of some kind left (instances, the core
+    /// instances, memories and tables they are made of, fiber stacks), an
+    /// idle warm instance gives its up (see [`make_room`]) and the instance
+    /// is made again in a new store (a failed one may hold some of its
+    /// parts until dropped). Failing first and freeing after covers every
+    /// kind of slot, a request racing another for the last one included.
+    async fn start(
         &self,
         service: &Arc<ServiceContext>,
         version: &LoadedService,
         ctx: &RequestContext,
-    ) -> Start {
+    ) -> Result<Start, RuntimeError> {
         let warm = service
             .warm
             .as_ref()
             .and_then(|pool| pool.take(&version.version));
-        match warm {
-            Some(mut instance) => {
-                instance.store.data_mut().begin_request(ctx.clone());
-                Sandbox::rearm(&mut instance.store, &instance.record.meter);
-                Start {
-                    store: instance.store,
-                    live: Some(instance.live),
-                    record: instance.record,
+        if let Some(mut instance) = warm {
+            instance.store.data_mut().begin_request(ctx.clone());
+            Sandbox::rearm(&mut instance.store, &instance.record.meter);
+            return Ok(Start {
+                store: instance.store,
+                live: instance.live,
+                record: instance.record,
+                made: None,
+            });
+        }
+        let engine = version.pre.engine();
+        loop {
+            let (mut store, meter) =
+                self.sandbox
+                    .store(engine, service, &version.version, ctx, &self.calls);
+            let made = Metered::new(Live::make(&mut store, version), Arc::clone(&meter));
+            let error = match tokio::time::timeout_at(ctx.deadline, made).await {
+                Ok(Ok((live, made_in))) => {
+                    return Ok(Start {
+                        store,
+                        live,
+                        record: warm::Record {
+                            meter,
+                            uses: 0,
+                            made_in,
+                        },
+                        made: Some(made_in),
+                    });
                 }
+                Ok(Err(error)) => error,
+                Err(_) => return Err(RuntimeError::Timeout),
+            };
+            service.metrics.cpu_time(meter.spent());
+            if error
+                .chain()
+                .any(|e| e.is::<wasmtime::PoolConcurrencyLimitError>())
+            {
+                drop(store);
+                if make_room(self.calls.registry(), engine) {
+                    continue;
+                }
+            } else {
+                report_memory(&service.name, &version.version, &store);
             }
-            None => {
-                let engine = version.pre.engine();
-                if self.sandbox.pool_full(engine) {
-                    make_room(self.calls.registry(), engine);
-                }
-                let (store, meter) =
-                    self.sandbox
-                        .store(engine, service, &version.version, ctx, &self.calls);
-                Start {
-                    store,
-                    live: None,
-                    record: warm::Record {
-                        meter,
-                        uses: 0,
-                        made_in: Duration::ZERO,
-                    },
-                }
-            }
+            return Err(classify(error));
         }
     }
 
@@ -351,9 +377,10 @@ impl Runtime {
         let permit = admit(service, ctx.deadline).await?;
         let Start {
             mut store,
-            mut live,
-            mut record,
-        } = self.start(service, &version, &ctx);
+            live,
+            record,
+            made,
+        } = self.start(service, &version, &ctx).await?;
         let head_sent = Arc::new(AtomicBool::new(false));
         let head_request = request.method() == http::Method::HEAD;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -380,11 +407,12 @@ impl Runtime {
         let (req, out) = match handed {
             Ok(handed) => handed,
             Err(e) => {
-                // Nothing ran: a warm instance goes back as it was, so a
-                // request the guest cannot be given (no Host header, say)
-                // costs no instance. One whose table is full is dropped.
-                if let (RuntimeError::BadRequest(_), Some(live), Some(pool)) =
-                    (&e, live.take(), &service.warm)
+                // Nothing ran: where the service keeps instances, this one
+                // goes back as it was, so a request the guest cannot be
+                // given (no Host header, say) costs no instance. One whose
+                // table is full is dropped.
+                if let (RuntimeError::BadRequest(_), Some(pool)) = (&e, &service.warm)
+                    && store.data().limiter.refusal().is_none()
                 {
                     pool.keep(warm::WarmInstance::new(
                         Arc::clone(&version.version),
@@ -400,19 +428,17 @@ impl Runtime {
         let service = Arc::clone(service);
         let deadline = ctx.deadline;
         let refill = self.refill.clone();
-        // The guest's whole run, from instantiation to its return; the
-        // deadline and the concurrency permit are inside, so they bound
-        // the body it streams too.
+        // The guest's run, from its call to its return; the deadline and
+        // the concurrency permit are inside, so they bound the body it
+        // streams too.
         let run = async move {
             let _permit = permit;
             // Whatever ends the run early, bodies left unfinished end broken.
             let mut store = ending::RunningStore::new(store);
             let meter = Arc::clone(&record.meter);
-            let mut in_flight = None;
+            let in_flight = crate::metrics::InFlight::start(&service.metrics, made);
+            let mut live = live;
             let run = async {
-                let (mut live, made) =
-                    Live::ready(live.take(), &mut store, &version, &mut record.made_in).await?;
-                in_flight = Some(crate::metrics::InFlight::start(&service.metrics, made));
                 live.http(&mut store, &version)?
                     .wasi_http_incoming_handler()
                     .call_handle(&mut *store, req, out)
@@ -503,15 +529,14 @@ impl Runtime {
         let Start {
             store,
             mut live,
-            mut record,
-        } = self.start(service, version, &ctx);
+            record,
+            made,
+        } = self.start(service, version, &ctx).await?;
         // A failure ends the bodies of requests it was sending broken.
         let mut store = ending::RunningStore::new(store);
         let meter = Arc::clone(&record.meter);
+        let _in_flight = crate::metrics::InFlight::start(&service.metrics, made);
         let run = async {
-            let (mut live, made) =
-                Live::ready(live.take(), &mut store, version, &mut record.made_in).await?;
-            let _in_flight = crate::metrics::InFlight::start(&service.metrics, made);
             let outcome = live
                 .events(&mut store, version)?
                 .bazaar_platform_event_handler()
@@ -589,14 +614,14 @@ async fn admit(
 }
 
 /// Drops one idle warm instance in `engine`'s pool, of the service in
-/// `registry` that keeps the most there (an old one of those: the oldest
-/// of its longest per-thread list), to free its slot; whether there was
-/// one. Warm services keep up to `max_concurrency` idle instances each
+/// `registry` that keeps the most there (its one idle longest), to free
+/// its slot; whether there was one. Warm services keep up to `max_concurrency` idle instances each
 /// until they idle out or a deploy retires them, so without this a few
 /// that were busy once would leave no slot for the others' requests
-/// (refused as busy) or for a deploy's trial. The store is dropped on the
-/// caller's thread, before it instantiates: resetting a large instance's
-/// memory takes milliseconds, paid only when the pool is full.
+/// (refused as busy) or for a deploy's trial. Called when an instance
+/// could not be made for want of a slot of some kind; the store is dropped
+/// on the caller's thread before it tries again: resetting a large
+/// instance's memory takes milliseconds, paid only when the pool is full.
 pub(crate) fn make_room(
     registry: &crate::registry::ServiceRegistry,
     engine: &wasmtime::Engine,

@@ -26,8 +26,6 @@ pub struct Sandbox {
     /// Entries one request's resource table may hold (headers, streams,
     /// buckets...): host memory no `ResourceLimiter` sees.
     max_resources: usize,
-    /// Component instances each engine's pool holds.
-    max_instances: u64,
 }
 
 impl Sandbox {
@@ -46,15 +44,7 @@ impl Sandbox {
             pool: PoolLimits::of(runtime),
             memory: HostMemory::new(budget),
             max_resources: runtime.max_resources,
-            max_instances: u64::from(runtime.max_instances),
         }
-    }
-
-    /// Whether every instance slot of `engine`'s pool is taken now.
-    pub(crate) fn pool_full(&self, engine: &Engine) -> bool {
-        engine
-            .pooling_allocator_metrics()
-            .is_some_and(|pool| pool.component_instances() >= self.max_instances)
     }
 
     /// What one component may hold in the pool.

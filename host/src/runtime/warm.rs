@@ -172,14 +172,18 @@ impl<T> Lists<T> {
         Some(self.lists[list].swap_remove(at))
     }
 
-    /// The oldest `wanted` item of the longest list that has one.
-    fn take_oldest(&mut self, wanted: impl Fn(&T) -> bool) -> Option<T> {
+    /// The oldest `wanted` item by `since` (each list's first wanted one
+    /// is its oldest), from the longest list among equally old ones.
+    fn take_oldest(&mut self, wanted: impl Fn(&T) -> bool, since: impl Fn(&T) -> u64) -> Option<T> {
         let (list, at) = self
             .lists
             .iter()
             .enumerate()
             .filter_map(|(list, items)| items.iter().position(&wanted).map(|at| (list, at)))
-            .max_by_key(|&(list, _)| self.lists[list].len())?;
+            .min_by_key(|&(list, at)| {
+                let items = &self.lists[list];
+                (since(&items[at]), std::cmp::Reverse(items.len()))
+            })?;
         Some(self.lists[list].remove(at))
     }
 
@@ -244,10 +248,19 @@ impl WarmPool {
         idle.instances.push(own, instance);
     }
 
-    /// Drops the instances idle since before tick `cutoff` of [`IDLE_CLOCK`].
+    /// Drops the instances idle since before tick `cutoff` of [`IDLE_CLOCK`],
+    /// on a blocking thread when called inside a tokio runtime: resetting a
+    /// large instance's memory takes milliseconds, which would hold up the
+    /// connections of the worker thread doing it.
     pub fn drop_idle_before(&self, cutoff: u64) {
         let expired = self.lock().instances.split_off(|i| i.idle_since >= cutoff);
-        drop(expired);
+        if expired.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(expired))),
+            Err(_) => drop(expired),
+        }
     }
 
     /// Whether a new instance of `version` would be kept.
@@ -298,12 +311,12 @@ impl WarmPool {
             .count()
     }
 
-    /// Takes out the instance in `engine`'s pool idle longest, to be
-    /// dropped (outside the lock) to free its slot.
+    /// Takes out the instance in `engine`'s pool idle longest (to the
+    /// second), to be dropped (outside the lock) to free its slot.
     pub(super) fn evict_on(&self, engine: &Engine) -> Option<WarmInstance> {
         self.lock()
             .instances
-            .take_oldest(|i| Engine::same(i.store.engine(), engine))
+            .take_oldest(|i| Engine::same(i.store.engine(), engine), |i| i.idle_since)
     }
 }
 
@@ -333,18 +346,22 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_wanted_item_of_the_longest_list_is_evicted_first() {
+    fn the_oldest_wanted_item_is_evicted_first_whichever_list_holds_it() {
+        // (service, idle since)
         let mut lists = Lists::default();
-        lists.push(0, ("a", 1));
-        lists.push(1, ("b", 2));
-        lists.push(1, ("a", 3));
-        lists.push(1, ("a", 4));
-        assert_eq!(lists.take_oldest(|i| i.0 == "a"), Some(("a", 3)));
-        // The second list is still the longer one.
-        assert_eq!(lists.take_oldest(|i| i.0 == "a"), Some(("a", 4)));
-        // Only the first list has one left.
-        assert_eq!(lists.take_oldest(|i| i.0 == "a"), Some(("a", 1)));
-        assert_eq!(lists.take_oldest(|i| i.0 == "a"), None);
+        lists.push(0, ("a", 5));
+        lists.push(1, ("b", 1));
+        lists.push(1, ("a", 7));
+        lists.push(1, ("a", 8));
+        lists.push(2, ("a", 7));
+        let since = |i: &(&str, u64)| i.1;
+        assert_eq!(lists.take_oldest(|i| i.0 == "a", since), Some(("a", 5)));
+        // Equally old: the longer list's.
+        assert_eq!(lists.take_oldest(|i| i.0 == "a", since), Some(("a", 7)));
+        assert_eq!(lists.lists[1], vec![("b", 1), ("a", 8)]);
+        assert_eq!(lists.take_oldest(|i| i.0 == "a", since), Some(("a", 7)));
+        assert_eq!(lists.take_oldest(|i| i.0 == "a", since), Some(("a", 8)));
+        assert_eq!(lists.take_oldest(|i| i.0 == "a", since), None);
         assert_eq!(lists.len(), 1);
     }
 
