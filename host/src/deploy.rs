@@ -57,6 +57,13 @@ pub struct Deployer {
     converge_failures: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
+impl Deployer {
+    /// Its component loader.
+    pub fn loader(&self) -> &ComponentLoader {
+        &self.loader
+    }
+}
+
 /// What the deployer is built from.
 pub struct DeployerParts {
     /// Compiles components.

@@ -51,6 +51,37 @@ impl PoolLimits {
     }
 }
 
+/// Slots of each kind one engine's instance pool holds in all; an instance
+/// takes one instance slot and stack, and as many of the others as its
+/// component has core instances, memories and tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSlots {
+    /// Component instances (`[runtime] max_instances`).
+    pub instances: u32,
+    /// Core instances, four per instance slot.
+    pub core_instances: u32,
+    /// Linear memories.
+    pub memories: u32,
+    /// Tables.
+    pub tables: u32,
+    /// Fiber stacks, one per instance slot.
+    pub stacks: u32,
+}
+
+impl PoolSlots {
+    /// The slots of a pool built from `runtime`.
+    pub fn of(runtime: &RuntimeSection) -> Self {
+        let instances = runtime.max_instances;
+        Self {
+            instances,
+            core_instances: instances.saturating_mul(CORE_INSTANCES_PER_INSTANCE),
+            memories: instances.saturating_mul(MEMORIES_PER_INSTANCE),
+            tables: instances.saturating_mul(TABLES_PER_INSTANCE),
+            stacks: instances,
+        }
+    }
+}
+
 /// How a service's instances live, which decides the engine its code is
 /// compiled for. The two differ in how an instance's linear memory gets the
 /// component's initial contents; either engine serves any service
@@ -88,12 +119,12 @@ impl Instancing {
 pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow::Result<Engine> {
     let limits = PoolLimits::of(runtime);
     let mut pool = PoolingAllocationConfig::new();
-    let instances = runtime.max_instances;
-    pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(4))
-        .total_memories(instances.saturating_mul(MEMORIES_PER_INSTANCE))
-        .total_tables(instances.saturating_mul(TABLES_PER_INSTANCE))
-        .total_stacks(instances)
+    let slots = PoolSlots::of(runtime);
+    pool.total_component_instances(slots.instances)
+        .total_core_instances(slots.core_instances)
+        .total_memories(slots.memories)
+        .total_tables(slots.tables)
+        .total_stacks(slots.stacks)
         .max_core_instances_per_component(limits.core_instances)
         .max_memories_per_component(limits.memories)
         .max_tables_per_component(limits.tables)
@@ -143,6 +174,10 @@ pub fn build_engine(runtime: &RuntimeSection, instancing: Instancing) -> anyhow:
 const MEMORY_RESERVATION: u64 = (crate::config::MAX_MEMORY_MIB as u64) << 20;
 /// The inaccessible gap after each memory slot.
 const MEMORY_GUARD: u64 = 32 << 20;
+/// Core instance slots per instance slot (a Rust component has 3, a
+/// componentize-py one 14: idle warm instances give theirs up when another
+/// instance needs them, see `runtime::make_room`).
+const CORE_INSTANCES_PER_INSTANCE: u32 = 4;
 /// Linear memory slots per instance slot.
 const MEMORIES_PER_INSTANCE: u32 = 2;
 /// Table slots per instance slot.

@@ -204,6 +204,19 @@ impl ComponentLoader {
         }
     }
 
+    /// Brings the instance pools' gauges up to date (`/metrics`): slots of
+    /// each kind in use and in all, for the fresh-instance engine's pool
+    /// and, once built, the warm one's.
+    pub fn record_pool_metrics(&self) {
+        let slots = crate::engine::PoolSlots::of(&self.warm_settings.0);
+        crate::metrics::instance_pool("fresh", slots, &self.fresh.engine);
+        if let Some(warm) = self.warm.get()
+            && !Engine::same(&warm.engine, &self.fresh.engine)
+        {
+            crate::metrics::instance_pool("warm", slots, &warm.engine);
+        }
+    }
+
     /// The compiler for `spec`'s kind of service. The warm one is built
     /// off the async threads the first time; if it cannot be built, the
     /// fresh one serves instead (warm instances work with it, they only

@@ -96,6 +96,46 @@ fn resident_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Sets the gauges of `engine`'s instance pool, named `pool`, whose slots
+/// are `slots`: `bazaar_pool_slots_in_use` and `bazaar_pool_slots` by
+/// `kind`. A pool short of any kind of slot refuses new instances until an
+/// idle warm one gives its slots up (`bazaar_warm_evictions_total`).
+pub fn instance_pool(
+    pool: &'static str,
+    slots: crate::engine::PoolSlots,
+    engine: &wasmtime::Engine,
+) {
+    let Some(used) = engine.pooling_allocator_metrics() else {
+        return;
+    };
+    let kinds: [(&'static str, u64, u32); 5] = [
+        ("instances", used.component_instances(), slots.instances),
+        (
+            "core_instances",
+            used.core_instances(),
+            slots.core_instances,
+        ),
+        ("memories", used.memories() as u64, slots.memories),
+        ("tables", used.tables() as u64, slots.tables),
+        ("stacks", used.stacks() as u64, slots.stacks),
+    ];
+    for (kind, in_use, all) in kinds {
+        gauge!("bazaar_pool_slots_in_use", "pool" => pool, "kind" => kind).set(in_use as f64);
+        gauge!("bazaar_pool_slots", "pool" => pool, "kind" => kind).set(f64::from(all));
+    }
+}
+
+/// Sets `bazaar_warm_instances_idle` for `service`.
+pub fn warm_idle(service: &Arc<str>, idle: usize) {
+    gauge!("bazaar_warm_instances_idle", "service" => Arc::clone(service)).set(idle as f64);
+}
+
+/// An idle warm instance of `service` was dropped to free its pool slots
+/// for another instance.
+pub fn warm_evicted(service: &Arc<str>) {
+    counter!("bazaar_warm_evictions_total", "service" => Arc::clone(service)).increment(1);
+}
+
 /// One service's per-request metrics. Each handle is looked up on its
 /// first use and kept: a lookup hashes every label, and a request records
 /// five. (Taken on first use, not up front, so a service shows only the
@@ -298,4 +338,52 @@ impl Drop for OpenConnection {
 /// gateway's threads serves (`[gateway] threads`), to see how they spread.
 pub fn gateway_thread_connections(thread: usize) -> metrics::Gauge {
     gauge!("bazaar_gateway_thread_connections", "thread" => thread.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuntimeSection;
+    use crate::engine::{Instancing, PoolSlots, build_engine};
+
+    /// The value of the one sample of `name` with these labels.
+    fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.parse().ok())
+    }
+
+    #[test]
+    fn the_pool_gauges_show_the_slots_in_use_and_in_all() {
+        let runtime = RuntimeSection {
+            max_instances: 3,
+            ..RuntimeSection::default()
+        };
+        let engine = build_engine(&runtime, Instancing::Fresh).expect("engine");
+        // The smallest component: no core instances, memories or tables.
+        let component = wasmtime::component::Component::new(&engine, b"\0asm\x0d\x00\x01\x00")
+            .expect("an empty component");
+        let linker = wasmtime::component::Linker::<()>::new(&engine);
+        let mut store = wasmtime::Store::new(&engine, ());
+        let _instance = linker
+            .instantiate(&mut store, &component)
+            .expect("instantiated");
+        // Only this test sets the fresh pool's gauges in this process; the
+        // recorder is installed first, as a host does at start-up.
+        let handle = handle();
+        instance_pool("fresh", PoolSlots::of(&runtime), &engine);
+        let text = handle.render();
+        let gauge = |name, kind| {
+            sample(&text, name, &format!("pool=\"fresh\",kind=\"{kind}\""))
+                .unwrap_or_else(|| panic!("{name} {kind} in:\n{text}"))
+        };
+        assert_eq!(gauge("bazaar_pool_slots_in_use", "instances"), 1.0);
+        assert_eq!(gauge("bazaar_pool_slots_in_use", "core_instances"), 0.0);
+        assert_eq!(gauge("bazaar_pool_slots", "instances"), 3.0);
+        assert_eq!(gauge("bazaar_pool_slots", "core_instances"), 12.0);
+        assert_eq!(gauge("bazaar_pool_slots", "memories"), 6.0);
+        assert_eq!(gauge("bazaar_pool_slots", "tables"), 12.0);
+        assert_eq!(gauge("bazaar_pool_slots", "stacks"), 3.0);
+    }
 }

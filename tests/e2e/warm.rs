@@ -649,6 +649,21 @@ instance_reuse = 100
         3,
         "one of hog's gave up its slot"
     );
+    // Operators see it (the recorder is the process's: no other test has a
+    // service named hog).
+    let metrics = host.admin_get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("bazaar_warm_evictions_total{service=\"hog\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bazaar_warm_instances_idle{service=\"hog\"} 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bazaar_pool_slots{pool=\"warm\",kind=\"instances\"}"),
+        "{metrics}"
+    );
     assert_eq!(host.get("/hog/memory-counter").await.status(), 200);
     settle(&host, "hog").await;
     // Every slot is taken again, by idle instances of both: a deploy's

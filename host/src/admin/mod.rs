@@ -272,7 +272,8 @@ async fn issue_token(
     Ok(Json(serde_json::json!({ "token": token })))
 }
 
-/// The Prometheus exposition, with the event backlogs brought up to date.
+/// The Prometheus exposition, with the event backlogs, the instance
+/// pools and the idle warm instances brought up to date.
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     match state.log.stats().await {
         Ok(subscriptions) => {
@@ -284,6 +285,12 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
             error = format!("{e:#}"),
             "cannot read event backlogs for /metrics"
         ),
+    }
+    state.deployer.loader().record_pool_metrics();
+    for slot in state.registry.load().services() {
+        if let Some(pool) = &slot.context.warm {
+            crate::metrics::warm_idle(&slot.context.name, pool.idle());
+        }
     }
     (
         [(

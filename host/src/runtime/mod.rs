@@ -629,13 +629,17 @@ pub(crate) fn make_room(
     let snapshot = registry.load();
     let fullest = snapshot
         .services()
-        .filter_map(|slot| slot.context.warm.as_ref())
-        .map(|pool| (pool.idle_on(engine), pool))
-        .filter(|(idle, _)| *idle > 0)
-        .max_by_key(|(idle, _)| *idle);
-    fullest
-        .and_then(|(_, pool)| pool.evict_on(engine))
-        .is_some()
+        .filter_map(|slot| Some((slot.context.warm.as_ref()?, &slot.context.name)))
+        .map(|(pool, name)| (pool.idle_on(engine), pool, name))
+        .filter(|(idle, ..)| *idle > 0)
+        .max_by_key(|(idle, ..)| *idle);
+    let Some(evicted) = fullest.and_then(|(_, pool, name)| Some((pool.evict_on(engine)?, name)))
+    else {
+        return false;
+    };
+    crate::metrics::warm_evicted(evicted.1);
+    tracing::debug!(service = %evicted.1, "an idle warm instance gave its pool slots up");
+    true
 }
 
 /// Logs a refused memory growth behind a failure: the trap itself only
