@@ -239,13 +239,10 @@ pub fn rejected(reason: &'static str) {
 pub struct InFlight(Gauge);
 
 impl InFlight {
-    /// One more instance of the service of `metrics`, started in `instantiation`.
-    pub fn start(metrics: &ServiceMetrics, instantiation: Option<Duration>) -> Self {
+    /// One more instance of the service of `metrics` running.
+    pub fn start(metrics: &ServiceMetrics) -> Self {
         let gauge = metrics.in_flight();
         gauge.increment(1.0);
-        if let Some(took) = instantiation {
-            metrics.instantiated(took);
-        }
         Self(gauge.clone())
     }
 }

@@ -212,6 +212,35 @@ async fn metrics_move_with_traffic_failures_deploys_storage_and_events() {
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_made_for_a_request_the_guest_cannot_be_given_is_counted() {
+    let services =
+        "[services.meterraw]\ncomponent = \"testbed.wasm\"\nroutes = [\"/meterraw/{*rest}\"]\n";
+    let host = TestHost::start_with(services, "").await;
+    let made = [("service", "meterraw")];
+    let before = scrape(&host).await;
+    // HTTP/1.0 without a Host header: an instance is made for each, then
+    // the request cannot be handed to it (a wasi:http request needs an
+    // authority).
+    let addr = host.running.gateway_addr;
+    for _ in 0..3 {
+        let answer = tokio::task::spawn_blocking(move || {
+            support::send_raw(addr, b"GET /meterraw/path/x HTTP/1.0\r\n\r\n")
+        })
+        .await
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    }
+    let after = scrape(&host).await;
+    assert_eq!(
+        sample(&after, "bazaar_instantiation_seconds_count", &made)
+            - sample(&before, "bazaar_instantiation_seconds_count", &made),
+        3.0,
+        "every instance made is timed, whether or not the guest ran"
+    );
+    host.stop().await;
+}
+
 /// A local OTLP/HTTP receiver: every span posted to it, as JSON.
 async fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
     let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -264,8 +264,6 @@ struct Start {
     live: Live,
     /// Its record, or a new one's.
     record: warm::Record,
-    /// How long making it took, when it was just made.
-    made: Option<Duration>,
 }
 
 impl Runtime {
@@ -317,7 +315,6 @@ impl Runtime {
                 store: instance.store,
                 live: instance.live,
                 record: instance.record,
-                made: None,
             });
         }
         let engine = version.pre.engine();
@@ -328,6 +325,7 @@ impl Runtime {
             let made = Metered::new(Live::make(&mut store, version), Arc::clone(&meter));
             let error = match tokio::time::timeout_at(ctx.deadline, made).await {
                 Ok(Ok((live, made_in))) => {
+                    service.metrics.instantiated(made_in);
                     return Ok(Start {
                         store,
                         live,
@@ -336,7 +334,6 @@ impl Runtime {
                             uses: 0,
                             made_in,
                         },
-                        made: Some(made_in),
                     });
                 }
                 Ok(Err(error)) => error,
@@ -379,7 +376,6 @@ impl Runtime {
             mut store,
             live,
             record,
-            made,
         } = self.start(service, &version, &ctx).await?;
         let head_sent = Arc::new(AtomicBool::new(false));
         let head_request = request.method() == http::Method::HEAD;
@@ -436,7 +432,7 @@ impl Runtime {
             // Whatever ends the run early, bodies left unfinished end broken.
             let mut store = ending::RunningStore::new(store);
             let meter = Arc::clone(&record.meter);
-            let in_flight = crate::metrics::InFlight::start(&service.metrics, made);
+            let in_flight = crate::metrics::InFlight::start(&service.metrics);
             let mut live = live;
             let run = async {
                 live.http(&mut store, &version)?
@@ -530,12 +526,11 @@ impl Runtime {
             store,
             mut live,
             record,
-            made,
         } = self.start(service, version, &ctx).await?;
         // A failure ends the bodies of requests it was sending broken.
         let mut store = ending::RunningStore::new(store);
         let meter = Arc::clone(&record.meter);
-        let _in_flight = crate::metrics::InFlight::start(&service.metrics, made);
+        let _in_flight = crate::metrics::InFlight::start(&service.metrics);
         let run = async {
             let outcome = live
                 .events(&mut store, version)?
@@ -615,13 +610,14 @@ async fn admit(
 
 /// Drops one idle warm instance in `engine`'s pool, of the service in
 /// `registry` that keeps the most there (its one idle longest), to free
-/// its slot; whether there was one. Warm services keep up to `max_concurrency` idle instances each
-/// until they idle out or a deploy retires them, so without this a few
-/// that were busy once would leave no slot for the others' requests
-/// (refused as busy) or for a deploy's trial. Called when an instance
-/// could not be made for want of a slot of some kind; the store is dropped
-/// on the caller's thread before it tries again: resetting a large
-/// instance's memory takes milliseconds, paid only when the pool is full.
+/// its slots; whether there was one. Warm services keep up to
+/// `max_concurrency` idle instances each until they idle out or a deploy
+/// retires them, so without this a few that were busy once would leave no
+/// slot for the others' requests (refused as busy) or for a deploy's
+/// trial. Called when an instance could not be made for want of a slot of
+/// some kind; the store is dropped on the caller's thread before it tries
+/// again: resetting a large instance's memory takes milliseconds, paid
+/// only when the pool is full.
 pub(crate) fn make_room(
     registry: &crate::registry::ServiceRegistry,
     engine: &wasmtime::Engine,
