@@ -4,7 +4,7 @@ import copy
 import urllib.parse
 
 from hosts import Bazaar, Native, WasmtimeServe
-from load import LoadError
+from load import LoadError, error_kinds
 from procs import Client, StartError
 
 # `wasmtime serve` flag sets, as issue 12 names them. Every run adds
@@ -241,6 +241,7 @@ def merge_rounds(rounds):
                 run[metric] = round(median(values), 3) if values else None
             for total in ("requests", "errors", "non_2xx"):
                 run[total] = sum(r[total] for r in by_conns)
+            run["error_kinds"] = error_kinds(by_conns)
             run["max_ms"] = max(r["max_ms"] for r in by_conns)
             run["rounds"] = [dict(r) for r in by_conns]
             runs.append(run)

@@ -17,6 +17,11 @@ class LoadError(Exception):
     """wrk failed or printed no figures."""
 
 
+# What wrk counts as errors (report.lua prints each): non-2xx answers are
+# `status_errors`; `timeouts` are requests unanswered after `--timeout`.
+ERROR_KINDS = ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+
+
 def wrk(url, connections, seconds, threads, method=None, body=None):
     """One wrk run; the figures as a dict (latencies in ms)."""
     env = dict(os.environ)
@@ -42,8 +47,7 @@ def wrk(url, connections, seconds, threads, method=None, body=None):
     for line in done.stdout.splitlines():
         if line.startswith("BENCH-RESULT "):
             raw = json.loads(line[len("BENCH-RESULT "):])
-            errors = sum(raw[k] for k in (
-                "connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+            kinds = {k: raw[k] for k in ERROR_KINDS if raw[k]}
             return {
                 "connections": connections,
                 "requests": raw["requests"],
@@ -51,11 +55,23 @@ def wrk(url, connections, seconds, threads, method=None, body=None):
                 "p50_ms": raw["p50_us"] / 1000,
                 "p99_ms": raw["p99_us"] / 1000,
                 "max_ms": raw["max_us"] / 1000,
-                "errors": errors,
+                "errors": sum(kinds.values()),
+                # wrk's counts by kind, so that an error can be told apart
+                # afterwards (a reset connection, a request it gave up on).
+                "error_kinds": kinds,
                 "non_2xx": raw["status_errors"],
                 "client_cpu_us": per_request_us(client_cpu, raw["requests"]),
             }
     raise LoadError(f"wrk printed no figures (exit {done.returncode}): {done.stderr.strip()}")
+
+
+def error_kinds(runs):
+    """wrk's error counts by kind, added up over `runs`."""
+    total = {}
+    for run in runs:
+        for kind, count in run.get("error_kinds", {}).items():
+            total[kind] = total.get(kind, 0) + count
+    return total
 
 
 def machine_ticks():
@@ -152,10 +168,12 @@ class LoadRunner:
             set_aside = [r for r in attempts if r is not kept]
             if set_aside:
                 kept["retaken"] = [
-                    {k: r[k] for k in ("steal_pct", "rps", "p99_ms", "max_ms", "errors", "non_2xx")}
+                    {k: r[k] for k in ("steal_pct", "rps", "p99_ms", "max_ms", "errors",
+                                       "error_kinds", "non_2xx")}
                     for r in set_aside]
                 kept["errors"] += sum(r["errors"] for r in set_aside)
                 kept["non_2xx"] += sum(r["non_2xx"] for r in set_aside)
+                kept["error_kinds"] = error_kinds([kept, *set_aside])
             runs.append(kept)
         return runs
 
@@ -187,6 +205,7 @@ class LoadRunner:
                             f" ({run['errors']} errors)")
         log(f"    {conns:>3} conns: {run['rps']:>9.0f} req/s  p50 {run['p50_ms']:.2f} ms"
             f"  p99 {run['p99_ms']:.2f} ms  errors {run['errors']}"
+            f"{' ' + str(run['error_kinds']) if run['errors'] else ''}"
             f"  CPU per request {run['server_cpu_us'] or '-'} us"
             f" ({run['server_sys_us'] or '-'} in the kernel)"
             f" (wrk {run['client_cpu_us'] or '-'} us)  steal {run['steal_pct']}%"
