@@ -629,12 +629,14 @@ pub(crate) fn make_room(
         .map(|(pool, name)| (pool.idle_on(engine), pool, name))
         .filter(|(idle, ..)| *idle > 0)
         .max_by_key(|(idle, ..)| *idle);
-    let Some(evicted) = fullest.and_then(|(_, pool, name)| Some((pool.evict_on(engine)?, name)))
+    let Some((evicted, service)) =
+        fullest.and_then(|(_, pool, name)| Some((pool.evict_on(engine)?, name)))
     else {
         return false;
     };
-    crate::metrics::warm_evicted(evicted.1);
-    tracing::debug!(service = %evicted.1, "an idle warm instance gave its pool slots up");
+    drop(evicted);
+    crate::metrics::warm_evicted(service);
+    tracing::debug!(%service, "an idle warm instance gave its pool slots up");
     true
 }
 

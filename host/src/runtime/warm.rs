@@ -172,18 +172,25 @@ impl<T> Lists<T> {
         Some(self.lists[list].swap_remove(at))
     }
 
-    /// The oldest `wanted` item by `since` (each list's first wanted one
-    /// is its oldest), from the longest list among equally old ones.
+    /// The oldest `wanted` item by `since`, from the longest list among
+    /// equally old ones. Every item is looked at: [`Lists::take`]'s
+    /// `swap_remove` leaves a list out of age order.
     fn take_oldest(&mut self, wanted: impl Fn(&T) -> bool, since: impl Fn(&T) -> u64) -> Option<T> {
+        let (wanted, since) = (&wanted, &since);
         let (list, at) = self
             .lists
             .iter()
             .enumerate()
-            .filter_map(|(list, items)| items.iter().position(&wanted).map(|at| (list, at)))
-            .min_by_key(|&(list, at)| {
-                let items = &self.lists[list];
-                (since(&items[at]), std::cmp::Reverse(items.len()))
-            })?;
+            .flat_map(|(list, items)| {
+                let longer = std::cmp::Reverse(items.len());
+                items
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, item)| wanted(item))
+                    .map(move |(at, item)| ((since(item), longer), (list, at)))
+            })
+            .min_by_key(|(age, _)| *age)
+            .map(|(_, found)| found)?;
         Some(self.lists[list].remove(at))
     }
 
@@ -363,6 +370,20 @@ mod tests {
         assert_eq!(lists.take_oldest(|i| i.0 == "a", since), Some(("a", 8)));
         assert_eq!(lists.take_oldest(|i| i.0 == "a", since), None);
         assert_eq!(lists.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_item_is_evicted_even_where_taking_one_reordered_its_list() {
+        // (service, idle since)
+        let mut lists = Lists::default();
+        lists.push(0, ("a", 1));
+        lists.push(0, ("b", 2));
+        lists.push(0, ("c", 3));
+        assert_eq!(lists.take(0, |i| i.0 == "a"), Some(("a", 1)));
+        assert_eq!(lists.lists[0], vec![("c", 3), ("b", 2)]);
+        let since = |i: &(&str, u64)| i.1;
+        assert_eq!(lists.take_oldest(|_| true, since), Some(("b", 2)));
+        assert_eq!(lists.take_oldest(|_| true, since), Some(("c", 3)));
     }
 
     #[test]
